@@ -23,12 +23,20 @@ impl Pos {
 
     /// A position for things that were not read from a file (built-in defaults).
     pub fn builtin() -> Self {
-        Pos { file: Arc::from(Path::new("<builtin>")), line: 0, col: 0 }
+        Pos {
+            file: Arc::from(Path::new("<builtin>")),
+            line: 0,
+            col: 0,
+        }
     }
 
     /// The same file and line, another column.
     pub fn at_col(&self, col: u32) -> Self {
-        Pos { file: self.file.clone(), line: self.line, col }
+        Pos {
+            file: self.file.clone(),
+            line: self.line,
+            col,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -69,11 +77,19 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(pos: Pos, message: impl Into<String>) -> Self {
-        Diagnostic { pos, severity: Severity::Error, message: message.into() }
+        Diagnostic {
+            pos,
+            severity: Severity::Error,
+            message: message.into(),
+        }
     }
 
     pub fn warning(pos: Pos, message: impl Into<String>) -> Self {
-        Diagnostic { pos, severity: Severity::Warning, message: message.into() }
+        Diagnostic {
+            pos,
+            severity: Severity::Warning,
+            message: message.into(),
+        }
     }
 
     pub fn is_error(&self) -> bool {

@@ -1,1 +1,142 @@
-fn main(){}
+//! The `ownmail` binary: command line and wiring only. Each subcommand hands its work to the
+//! crate that owns it (configuration and tables to `ownmail-config`, password hashes to
+//! `ownmail-auth`). Called as `makemap`, it behaves as `ownmail makemap`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ownmail_config::table::{makemap, MakemapKind};
+use ownmail_config::{check_file, Diagnostics, ParseOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "ownmail",
+    version,
+    about = "One mail server for people who host their own mail"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate the configuration and every table it names.
+    Check {
+        /// The configuration file.
+        #[arg(short = 'f', long = "file", default_value = "/etc/ownmail/smtpd.conf")]
+        file: PathBuf,
+        /// Where `certificate NAME` finds NAME.crt and NAME.key.
+        #[arg(long, default_value = "/etc/certs")]
+        pki_dir: PathBuf,
+        /// Print the configuration in the modern action/match grammar on stdout.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Compile a table source file into FILE.db for `db:` tables.
+    Makemap {
+        /// The kind of table: a mapping (default), an aliases file, or a set of keys.
+        #[arg(short = 't', long = "type", value_enum, default_value_t = MapType::Map)]
+        kind: MapType,
+        /// The table source file.
+        file: PathBuf,
+    },
+    /// Print a SHA-512-crypt hash of PASSWORD (or of one line of standard input).
+    Encrypt { password: Option<String> },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MapType {
+    Map,
+    Aliases,
+    Set,
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Called through a link named `makemap`: behave as `ownmail makemap`.
+    let called_as = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if called_as == "makemap" {
+        args.insert(1, "makemap".into());
+    }
+    let cli = Cli::parse_from(args);
+    match cli.command {
+        Command::Check {
+            file,
+            pki_dir,
+            print,
+        } => check(&file, pki_dir, print),
+        Command::Makemap { kind, file } => make_map(&file, kind),
+        Command::Encrypt { password } => encrypt(password),
+    }
+}
+
+/// Every diagnostic on stderr, one `FILE:LINE:COL: message` a line.
+fn report(diags: &Diagnostics) {
+    let mut err = std::io::stderr().lock();
+    for d in diags.iter() {
+        let _ = writeln!(err, "{d}");
+    }
+}
+
+fn check(file: &Path, pki_dir: PathBuf, print: bool) -> ExitCode {
+    let checked = check_file(file, &ParseOptions { pki_dir });
+    report(&checked.diags);
+    if !checked.ok() {
+        return ExitCode::FAILURE;
+    }
+    if print {
+        let text = ownmail_config::print::print_modern(&checked.config);
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            return ExitCode::FAILURE;
+        }
+    }
+    eprintln!("configuration OK");
+    ExitCode::SUCCESS
+}
+
+fn make_map(file: &Path, kind: MapType) -> ExitCode {
+    let kind = match kind {
+        MapType::Map => MakemapKind::Map,
+        MapType::Aliases => MakemapKind::Aliases,
+        MapType::Set => MakemapKind::Set,
+    };
+    let mut diags = Diagnostics::new();
+    let result = makemap(file, kind, &mut diags);
+    report(&diags);
+    match result {
+        Ok(db) if !diags.has_errors() => {
+            eprintln!("{}: written", db.display());
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn encrypt(password: Option<String>) -> ExitCode {
+    let password = match password {
+        Some(p) => p,
+        None => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+                eprintln!("ownmail encrypt: cannot read standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+            trimmed.strip_suffix('\r').unwrap_or(trimmed).to_string()
+        }
+    };
+    println!("{}", ownmail_auth::hash_sha512_crypt(password.as_bytes()));
+    ExitCode::SUCCESS
+}
