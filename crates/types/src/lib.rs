@@ -1,0 +1,280 @@
+//! Types shared along the mail path (SPEC §2): addresses, queue ids, the envelope a message
+//! carries through the queue, and the two small traits between the stages — [`MessageSink`]
+//! (SMTP hands an accepted message to the queue) and [`Courier`] (the queue hands one
+//! recipient to a delivery agent). Nothing here does I/O.
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A boxed future, so that the traits below can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A queue id: 20 lowercase hex digits, the first 12 the arrival time in microseconds (so ids
+/// sort by arrival), the last 8 random. Safe as a file name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueId(String);
+
+impl QueueId {
+    pub fn new() -> Self {
+        let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+        let r: u32 = rand::random();
+        QueueId(format!("{:012x}{r:08x}", micros & 0xffff_ffff_ffff))
+    }
+
+    /// Accepts only what [`QueueId::new`] makes (it names files in the spool).
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| QueueId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for QueueId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A mailbox address `local@domain`. The local part keeps its case (RFC 5321 §2.4: it may
+/// matter to the receiving host); the domain is lowercased.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Address {
+    local: String,
+    domain: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressError {
+    Empty,
+    NoAt,
+    EmptyLocal,
+    EmptyDomain,
+    TooLong,
+    BadChar(char),
+}
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddressError::Empty => f.write_str("empty address"),
+            AddressError::NoAt => f.write_str("address has no @domain"),
+            AddressError::EmptyLocal => f.write_str("address has an empty local part"),
+            AddressError::EmptyDomain => f.write_str("address has an empty domain"),
+            AddressError::TooLong => f.write_str("address too long"),
+            AddressError::BadChar(c) => write!(f, "invalid character {c:?} in address"),
+        }
+    }
+}
+
+impl std::error::Error for AddressError {}
+
+impl Address {
+    /// Parses `local@domain` (the last `@` splits; a quoted local part may contain `@`).
+    /// Limits of RFC 5321 §4.5.3.1: 64 octets of local part, 255 of domain.
+    pub fn parse(s: &str) -> Result<Self, AddressError> {
+        if s.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        let (local, domain) = s.rsplit_once('@').ok_or(AddressError::NoAt)?;
+        if local.is_empty() {
+            return Err(AddressError::EmptyLocal);
+        }
+        if domain.is_empty() {
+            return Err(AddressError::EmptyDomain);
+        }
+        if local.len() > 64 || domain.len() > 255 {
+            return Err(AddressError::TooLong);
+        }
+        if let Some(c) = s.chars().find(|c| c.is_control() || *c == ' ' && !local.starts_with('"')) {
+            return Err(AddressError::BadChar(c));
+        }
+        if let Some(c) = domain.chars().find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'))) {
+            return Err(AddressError::BadChar(c));
+        }
+        Ok(Address { local: local.to_string(), domain: domain.to_lowercase() })
+    }
+
+    pub fn new_unchecked(local: &str, domain: &str) -> Self {
+        Address { local: local.to_string(), domain: domain.to_lowercase() }
+    }
+
+    pub fn local(&self) -> &str {
+        &self.local
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+/// `MAIL FROM:<>` (bounces) or an address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReversePath {
+    Null,
+    Address(Address),
+}
+
+impl fmt::Display for ReversePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReversePath::Null => Ok(()),
+            ReversePath::Address(a) => a.fmt(f),
+        }
+    }
+}
+
+/// The body type declared at MAIL (RFC 6152, RFC 3030).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BodyType {
+    #[default]
+    SevenBit,
+    EightBitMime,
+    BinaryMime,
+}
+
+/// DSN `RET=` (RFC 3461 §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+/// DSN `NOTIFY=` (RFC 3461 §4.1); all false means the default (failures only, per §4.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    pub never: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+/// The system or virtual user a local delivery is made as (from a userbase).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// Where one recipient's copy goes, decided when the recipient was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Destination {
+    /// A Maildir (`~` already expanded); `junk` sends spam to its `.Junk` folder.
+    Maildir { user: LocalUser, path: PathBuf, junk: bool },
+    /// An mbox file, normally `/var/mail/USER`.
+    Mbox { user: LocalUser, path: PathBuf },
+    /// `/bin/sh -c COMMAND` as the user, the message on stdin.
+    Mda { user: LocalUser, command: String },
+    /// An LMTP server (`HOST:PORT` or a Unix socket path), given the expanded local user.
+    Lmtp { dest: String, rcpt: String },
+    /// Out to another host, by the relay action of this name.
+    Relay { action: String, to: Address },
+}
+
+/// One delivery the message owes: the address the client gave, and where it resolved to.
+/// A recipient that an alias expands into several targets gives several `Recipient`s with
+/// the same `rcpt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The address as given in `RCPT TO`.
+    pub rcpt: Address,
+    /// DSN `ORCPT=` as given (RFC 3461 §4.2).
+    pub orcpt: Option<String>,
+    pub notify: Notify,
+    pub dest: Destination,
+}
+
+/// Everything about a message except its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: QueueId,
+    pub mail_from: ReversePath,
+    /// The name the client gave in HELO/EHLO.
+    pub helo: String,
+    /// The client's address; None for local submission.
+    pub client: Option<IpAddr>,
+    /// The user an authenticated session logged in as.
+    pub auth_user: Option<String>,
+    /// The listener's tag, if any.
+    pub tag: Option<String>,
+    /// When the message was accepted, in seconds since the epoch.
+    pub received_at: u64,
+    pub body: BodyType,
+    pub smtputf8: bool,
+    pub ret: Option<Ret>,
+    pub envid: Option<String>,
+    pub recipients: Vec<Recipient>,
+}
+
+/// What became of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Done; `detail` says where (a file name, the remote reply).
+    Delivered { detail: String },
+    /// Try again later.
+    TempFail { reason: String },
+    /// Will never work; the sender gets a bounce.
+    PermFail { reason: String },
+}
+
+/// A delivery agent. The queue calls it once per pending recipient; the implementer must
+/// make the delivery durable (fsynced) before returning `Delivered`, because the queue then
+/// forgets the recipient.
+pub trait Courier: Send + Sync + 'static {
+    fn deliver<'a>(&'a self, env: &'a Envelope, rcpt: &'a Recipient, message: &'a [u8]) -> BoxFuture<'a, DeliveryOutcome>;
+}
+
+/// Where SMTP puts a message it accepts. `enqueue` resolves only once the message and its
+/// envelope are on disk and fsynced, file and directory (SPEC §5.2): the caller says `250`
+/// after that and never before.
+pub trait MessageSink: Send + Sync + 'static {
+    fn enqueue(&self, env: Envelope, message: Vec<u8>) -> BoxFuture<'_, Result<(), String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_ids_are_unique_sortable_file_names() {
+        let a = QueueId::new();
+        let b = QueueId::new();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 20);
+        assert_eq!(QueueId::parse(a.as_str()), Some(a));
+        assert_eq!(QueueId::parse("../etc/passwd0000000"), None);
+    }
+
+    #[test]
+    fn addresses_lowercase_the_domain_only() {
+        let a = Address::parse("Mayeu@Example.ORG").expect("valid");
+        assert_eq!((a.local(), a.domain()), ("Mayeu", "example.org"));
+        assert_eq!(a.to_string(), "Mayeu@example.org");
+        assert_eq!(Address::parse("nobody"), Err(AddressError::NoAt));
+        assert_eq!(Address::parse("@x.org"), Err(AddressError::EmptyLocal));
+        assert!(Address::parse("a@b c").is_err());
+        assert!(Address::parse(&format!("{}@x.org", "a".repeat(65))).is_err());
+    }
+}
