@@ -32,6 +32,7 @@ mod expand;
 mod file;
 mod lookup;
 mod passwd;
+mod step;
 mod validate;
 
 #[cfg(test)]
@@ -49,6 +50,7 @@ use passwd::PasswdRecord;
 pub use db::{makemap, MakemapKind};
 pub use expand::{expand, ExpandError, ExpandMode, Expansion, MAX_DEPTH, MAX_RESULTS};
 pub use lookup::{Credential, UserEntry};
+pub use step::AliasTarget;
 
 /// Where a table's entries come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
