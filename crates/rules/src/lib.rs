@@ -98,7 +98,7 @@ impl Ruleset {
     /// True when `domain` is one `for local` covers.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.to_lowercase();
-        self.local_names.iter().any(|n| *n == d)
+        self.local_names.contains(&d)
     }
 
     fn table(&self, name: &str) -> Option<&Table> {

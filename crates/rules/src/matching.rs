@@ -22,8 +22,8 @@ impl Ruleset {
     }
 
     fn rule_matches(&self, r: &Rule, s: &SessionInfo, from: &ReversePath, rcpt: &Address) -> bool {
-        self.cond(&r.from, |f| self.from_matches(f, s, from))
-            && self.cond(&r.for_, |f| self.for_matches(f, rcpt))
+        self.cond(&r.from, |f| self.source_matches(f, s, from))
+            && self.cond(&r.for_, |f| self.dest_matches(f, rcpt))
             && r.auth.as_ref().is_none_or(|c| {
                 self.cond(c, |t| match (&s.auth_user, t) {
                     (None, _) => false,
@@ -50,7 +50,7 @@ impl Ruleset {
         test(&c.value) != c.negated
     }
 
-    fn from_matches(&self, f: &From, s: &SessionInfo, from: &ReversePath) -> bool {
+    fn source_matches(&self, f: &From, s: &SessionInfo, from: &ReversePath) -> bool {
         match f {
             From::Any => true,
             From::Local => s.local,
@@ -64,7 +64,7 @@ impl Ruleset {
         }
     }
 
-    fn for_matches(&self, f: &For, rcpt: &Address) -> bool {
+    fn dest_matches(&self, f: &For, rcpt: &Address) -> bool {
         match f {
             For::Any => true,
             For::Local => self.is_local_domain(rcpt.domain()),
