@@ -2,6 +2,8 @@
 //! crate that owns it (configuration and tables to `ownmail-config`, password hashes to
 //! `ownmail-auth`). Called as `makemap`, it behaves as `ownmail makemap`.
 
+mod serve;
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +25,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the mail server in the foreground (logs on stderr).
+    Serve {
+        /// The configuration file.
+        #[arg(short = 'f', long = "file", default_value = "/etc/ownmail/smtpd.conf")]
+        file: PathBuf,
+        /// The spool: the queue and the control socket.
+        #[arg(long, default_value = "/var/spool/ownmail")]
+        spool: PathBuf,
+        /// Where `certificate NAME` finds NAME.crt and NAME.key.
+        #[arg(long, default_value = "/etc/certs")]
+        pki_dir: PathBuf,
+        /// Log protocol details too.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
     /// Parse and validate the configuration and every table it names.
     Check {
         /// The configuration file.
@@ -67,6 +84,17 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     match cli.command {
+        Command::Serve {
+            file,
+            spool,
+            pki_dir,
+            verbose,
+        } => serve::serve(serve::ServeArgs {
+            file,
+            spool,
+            pki_dir,
+            verbose,
+        }),
         Command::Check {
             file,
             pki_dir,

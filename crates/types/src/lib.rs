@@ -22,15 +22,20 @@ pub struct QueueId(String);
 
 impl QueueId {
     pub fn new() -> Self {
-        let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
         let r: u32 = rand::random();
         QueueId(format!("{:012x}{r:08x}", micros & 0xffff_ffff_ffff))
     }
 
     /// Accepts only what [`QueueId::new`] makes (it names files in the spool).
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| QueueId(s.to_string()))
+        (s.len() == 20
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| QueueId(s.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -100,17 +105,29 @@ impl Address {
         if local.len() > 64 || domain.len() > 255 {
             return Err(AddressError::TooLong);
         }
-        if let Some(c) = s.chars().find(|c| c.is_control() || *c == ' ' && !local.starts_with('"')) {
+        if let Some(c) = s
+            .chars()
+            .find(|c| c.is_control() || *c == ' ' && !local.starts_with('"'))
+        {
             return Err(AddressError::BadChar(c));
         }
-        if let Some(c) = domain.chars().find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'))) {
+        if let Some(c) = domain
+            .chars()
+            .find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':')))
+        {
             return Err(AddressError::BadChar(c));
         }
-        Ok(Address { local: local.to_string(), domain: domain.to_lowercase() })
+        Ok(Address {
+            local: local.to_string(),
+            domain: domain.to_lowercase(),
+        })
     }
 
     pub fn new_unchecked(local: &str, domain: &str) -> Self {
-        Address { local: local.to_string(), domain: domain.to_lowercase() }
+        Address {
+            local: local.to_string(),
+            domain: domain.to_lowercase(),
+        }
     }
 
     pub fn local(&self) -> &str {
@@ -182,7 +199,11 @@ pub struct LocalUser {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Destination {
     /// A Maildir (`~` already expanded); `junk` sends spam to its `.Junk` folder.
-    Maildir { user: LocalUser, path: PathBuf, junk: bool },
+    Maildir {
+        user: LocalUser,
+        path: PathBuf,
+        junk: bool,
+    },
     /// An mbox file, normally `/var/mail/USER`.
     Mbox { user: LocalUser, path: PathBuf },
     /// `/bin/sh -c COMMAND` as the user, the message on stdin.
@@ -243,7 +264,12 @@ pub enum DeliveryOutcome {
 /// make the delivery durable (fsynced) before returning `Delivered`, because the queue then
 /// forgets the recipient.
 pub trait Courier: Send + Sync + 'static {
-    fn deliver<'a>(&'a self, env: &'a Envelope, rcpt: &'a Recipient, message: &'a [u8]) -> BoxFuture<'a, DeliveryOutcome>;
+    fn deliver<'a>(
+        &'a self,
+        env: &'a Envelope,
+        rcpt: &'a Recipient,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, DeliveryOutcome>;
 }
 
 /// Where SMTP puts a message it accepts. `enqueue` resolves only once the message and its

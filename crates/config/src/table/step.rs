@@ -25,7 +25,12 @@ impl Table {
     /// The targets of the entry that `local@domain` leads to — tried in the order `local@domain`
     /// (exact), without its sub-address, `local`, `@domain` — or None when no entry matches.
     /// Targets that do not parse are left out (`check` reports them).
-    pub fn address_targets(&self, local: &str, domain: &str, delim: char) -> Option<Vec<AliasTarget>> {
+    pub fn address_targets(
+        &self,
+        local: &str,
+        domain: &str,
+        delim: char,
+    ) -> Option<Vec<AliasTarget>> {
         let idx = self.lookup_address(local, domain, delim)?;
         Some(self.targets_of(idx))
     }

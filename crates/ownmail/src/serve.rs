@@ -1,0 +1,299 @@
+//! `ownmail serve`: wires configuration, queue, couriers and listeners together, and handles
+//! signals (SIGTERM/SIGINT stop, SIGHUP reloads).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ownmail_config::check::{load_pki, resolve_listen};
+use ownmail_config::model::{Config, ListenOn, ListenTls};
+use ownmail_config::{check_file, Checked, ParseOptions};
+use ownmail_delivery::{Dispatcher, LocalCourier, LocalOptions};
+use ownmail_queue::{Queue, QueueOptions};
+use ownmail_rules::Ruleset;
+use ownmail_smtp::{Limits, ListenerCtx, Runtime, Shared, TlsMode};
+use ownmail_types::MessageSink;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+pub struct ServeArgs {
+    pub file: PathBuf,
+    pub spool: PathBuf,
+    pub pki_dir: PathBuf,
+    pub verbose: bool,
+}
+
+/// How long SIGTERM waits for sessions and deliveries before exiting anyway.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.verbose);
+    let opts = ParseOptions {
+        pki_dir: args.pki_dir.clone(),
+    };
+    let checked = check_file(&args.file, &opts);
+    for d in checked.diags.iter() {
+        eprintln!("{d}");
+    }
+    if !checked.ok() {
+        error!("configuration has errors; not starting");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, opts, checked)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let level = if verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .with_max_level(level)
+        .init();
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Rules and limits from a checked configuration.
+fn runtime_of(checked: Checked, hostname: &str, listen_addrs: &[IpAddr]) -> Runtime {
+    let config = Arc::new(checked.config);
+    let limits = limits_of(&config);
+    let rules = Ruleset::new(config, Arc::new(checked.tables), hostname, listen_addrs);
+    Runtime {
+        rules: Arc::new(rules),
+        limits,
+    }
+}
+
+fn limits_of(config: &Config) -> Limits {
+    let mut l = Limits::default();
+    if let Some(n) = config.smtp.max_message_size {
+        l.max_message_size = n;
+    }
+    if let Some(n) = config.smtp.max_rcpt {
+        l.max_rcpt = n as usize;
+    }
+    l
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // `any` binds 0.0.0.0 and :: on the same port: keep them apart.
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<(), String> {
+    let host = hostname();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Listeners first: a port we cannot bind is an error before anything else starts.
+    let mut bound = Vec::new();
+    let mut listen_addrs = Vec::new();
+    let mut tls_configs: HashMap<String, Arc<rustls::ServerConfig>> = HashMap::new();
+    for l in &checked.config.listeners {
+        if l.on == ListenOn::Socket {
+            continue;
+        }
+        let addrs = resolve_listen(&l.on, l.family).map_err(|e| format!("{}: {e}", l.on_pos))?;
+        let tls = match &l.pki {
+            Some(name) => Some(match tls_configs.get(name) {
+                Some(c) => c.clone(),
+                None => {
+                    let pki = checked
+                        .config
+                        .pki(name)
+                        .ok_or_else(|| format!("pki {name} missing"))?;
+                    let c = tls_config(pki)?;
+                    tls_configs.insert(name.clone(), c.clone());
+                    c
+                }
+            }),
+            None => None,
+        };
+        let tls_mode = match l.tls {
+            ListenTls::None => TlsMode::None,
+            ListenTls::Offer => TlsMode::Offer,
+            ListenTls::Require { .. } => TlsMode::Require,
+            ListenTls::Smtps { .. } => TlsMode::Implicit,
+        };
+        let ctx = Arc::new(ListenerCtx {
+            hostname: l.hostname.clone().unwrap_or_else(|| host.clone()),
+            tls_mode,
+            tls,
+            tag: l.tag.clone(),
+        });
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, l.effective_port());
+            let listener = bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            info!("smtp event=listen address={addr} tls={tls_mode:?}");
+            listen_addrs.push(ip);
+            bound.push((listener, ctx.clone()));
+        }
+    }
+
+    let _lock = lock_spool(&args.spool)?;
+    let queue_opts = QueueOptions {
+        ttl: checked
+            .config
+            .queue
+            .ttl
+            .unwrap_or(QueueOptions::default().ttl),
+        ..QueueOptions::default()
+    };
+    let queue = Queue::open(&args.spool, queue_opts)
+        .map_err(|e| format!("cannot open the spool {}: {e}", args.spool.display()))?;
+    let courier = Arc::new(Dispatcher::new(
+        LocalCourier::new(LocalOptions {
+            hostname: host.clone(),
+            mda_timeout: Duration::from_secs(600),
+            lmtp_timeout: Duration::from_secs(300),
+        }),
+        None,
+    ));
+    let on_failure = Arc::new(
+        |env: &ownmail_types::Envelope, rcpt: &ownmail_types::Recipient, reason: &str| {
+            warn!("delivery id={} rcpt={} result=failed reason=\"{reason}\" bounce=not-yet-implemented", env.id, rcpt.rcpt);
+        },
+    );
+    let scheduler = queue.start(courier, on_failure, stop_rx.clone());
+
+    let sink: Arc<dyn MessageSink> = queue.clone();
+    let shared = Shared::new(runtime_of(checked, &host, &listen_addrs), sink);
+    let mut servers = Vec::new();
+    for (listener, ctx) in bound {
+        servers.push(tokio::spawn(ownmail_smtp::serve(
+            listener,
+            ctx,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    info!(
+        "ownmail ready: {} listener(s), spool {}",
+        servers.len(),
+        args.spool.display()
+    );
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&args.file, &opts, &shared, &host, &listen_addrs),
+        }
+    }
+    info!("ownmail stopping");
+    let _ = stop_tx.send(true);
+    let wait = async {
+        for s in servers {
+            let _ = s.await;
+        }
+        let _ = scheduler.await;
+    };
+    if tokio::time::timeout(STOP_GRACE, wait).await.is_err() {
+        warn!(
+            "ownmail event=stop-timeout: exiting with work in flight (queued mail is safe on disk)"
+        );
+    }
+    info!("ownmail stopped");
+    Ok(())
+}
+
+/// SIGHUP: read the configuration again; keep the old one if the new one has errors.
+/// Listeners stay as they were started (changing them needs a restart).
+fn reload(file: &Path, opts: &ParseOptions, shared: &Shared, host: &str, listen_addrs: &[IpAddr]) {
+    let checked = check_file(file, opts);
+    if !checked.ok() {
+        let errors: Vec<String> = checked
+            .diags
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        error!(
+            "reload failed, keeping the running configuration: {}",
+            errors.join("; ")
+        );
+        return;
+    }
+    shared.replace_runtime(runtime_of(checked, host, listen_addrs));
+    info!("configuration reloaded from {}", file.display());
+}
+
+/// One daemon per spool: two schedulers on one queue would deliver everything twice.
+fn lock_spool(spool: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    std::fs::create_dir_all(spool)
+        .map_err(|e| format!("cannot create the spool {}: {e}", spool.display()))?;
+    let path = spool.join("ownmail.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        format!(
+            "the spool {} is in use by another ownmail ({e})",
+            spool.display()
+        )
+    })
+}
+
+fn tls_config(pki: &ownmail_config::model::Pki) -> Result<Arc<rustls::ServerConfig>, String> {
+    let pair = load_pki(pki)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(pair.certs, pair.key)
+        .map_err(|e| format!("pki {}: {e}", pki.name))?;
+    Ok(Arc::new(cfg))
+}

@@ -1,0 +1,657 @@
+//! One SMTP session: a loop reading commands (pipelined: replies are written when the client
+//! has nothing more buffered), a transaction at a time.
+//!
+//! Security notes at the lines they concern: only CRLF.CRLF ends DATA, bare CR/LF closes the
+//! session (SMTP smuggling); after STARTTLS every byte received before the handshake is
+//! dropped and the session starts over (RFC 3207 §4.2, CVE-2011-0411).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ownmail_rules::{RcptDecision, SessionInfo};
+use ownmail_smtp_proto::{
+    discard_line, parse_command, take_line, BdatReceiver, BdatState, Command, DataReceiver,
+    DataState, Line, MailParams, RcptParams, Reply,
+};
+use ownmail_types::{Address, BodyType, Destination, Envelope, QueueId, Recipient, ReversePath};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::received::{received, Trace};
+use crate::{ListenerCtx, Runtime, Shared, TlsMode};
+
+/// Any byte stream a session can run over: TCP, TLS over TCP, a test pipe.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why the loop stops.
+enum Stop {
+    /// The client said QUIT, or we said a final 421/5xx.
+    Done,
+    /// The connection broke or timed out.
+    Lost,
+}
+
+struct Transaction {
+    id: QueueId,
+    from: ReversePath,
+    params: MailParams,
+    rcpts: Vec<(Address, RcptParams, Vec<Destination>)>,
+    /// The rules in force when MAIL was given: the whole transaction uses them.
+    runtime: Arc<Runtime>,
+}
+
+struct Session {
+    io: Option<Box<dyn Io>>,
+    id: String,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: bool,
+    errors: u32,
+    tx: Option<Transaction>,
+    /// A message being received in BDAT chunks: the receiver (with its running size) and
+    /// the bytes so far.
+    bdat: Option<(BdatReceiver, Vec<u8>)>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Runs one session to its end. `peer` is the client, `_local` our side.
+pub async fn run_session(
+    io: Box<dyn Io>,
+    peer: SocketAddr,
+    _local: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let id = shared.session_id();
+    info!("smtp session={id} event=connect client={}", peer.ip());
+    let mut s = Session {
+        io: Some(io),
+        id,
+        peer,
+        ctx,
+        shared,
+        input: Vec::with_capacity(4096),
+        output: Vec::with_capacity(4096),
+        helo: None,
+        esmtp: false,
+        tls: false,
+        errors: 0,
+        tx: None,
+        bdat: None,
+        shutdown,
+    };
+    let result = s.run().await;
+    if let Some(mut io) = s.io.take() {
+        let _ = io.shutdown().await;
+    }
+    let how = match result {
+        Stop::Done => "closed",
+        Stop::Lost => "lost",
+    };
+    info!("smtp session={} event=disconnect reason={how}", s.id);
+}
+
+impl Session {
+    fn limits(&self) -> crate::Limits {
+        self.shared.runtime().limits.clone()
+    }
+
+    fn reply(&mut self, code: u16, enhanced: &str, text: impl Into<String>) {
+        let r = Reply::new(code, enhanced, text);
+        debug!("smtp session={} event=reply code={}", self.id, r.code);
+        self.output.extend_from_slice(&r.to_bytes());
+    }
+
+    async fn flush(&mut self) -> Result<(), Stop> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let Some(io) = self.io.as_mut() else {
+            return Err(Stop::Lost);
+        };
+        let out = std::mem::take(&mut self.output);
+        io.write_all(&out).await.map_err(|_| Stop::Lost)?;
+        io.flush().await.map_err(|_| Stop::Lost)?;
+        Ok(())
+    }
+
+    /// Reads more input, waiting at most `timeout`; on shutdown answers 421.
+    async fn read_more(&mut self, timeout: std::time::Duration) -> Result<(), Stop> {
+        self.flush().await?;
+        let Some(io) = self.io.as_mut() else {
+            return Err(Stop::Lost);
+        };
+        let mut buf = vec![0u8; READ_CHUNK];
+        let n = tokio::select! {
+            r = tokio::time::timeout(timeout, io.read(&mut buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Lost),
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    self.reply(421, "4.4.2", format!("{} Timeout, closing connection", self.ctx.hostname));
+                    let _ = self.flush().await;
+                    return Err(Stop::Done);
+                }
+            },
+            _ = self.shutdown.changed() => {
+                self.reply(421, "4.3.2", format!("{} Service shutting down, try again later", self.ctx.hostname));
+                let _ = self.flush().await;
+                return Err(Stop::Done);
+            }
+        };
+        self.input.extend_from_slice(&buf[..n]);
+        Ok(())
+    }
+
+    async fn run(&mut self) -> Stop {
+        if self.ctx.tls_mode == TlsMode::Implicit {
+            if let Err(stop) = self.start_tls().await {
+                return stop;
+            }
+        }
+        let host = self.ctx.hostname.clone();
+        self.output
+            .extend_from_slice(format!("220 {host} ESMTP ownmail\r\n").as_bytes());
+        loop {
+            if *self.shutdown.borrow() {
+                self.reply(
+                    421,
+                    "4.3.2",
+                    format!("{host} Service shutting down, try again later"),
+                );
+                let _ = self.flush().await;
+                return Stop::Done;
+            }
+            let limits = self.limits();
+            let line = match take_line(&self.input, limits.max_line) {
+                Line::NeedMore => {
+                    if let Err(stop) = self.read_more(limits.command_timeout).await {
+                        return stop;
+                    }
+                    continue;
+                }
+                Line::TooLong(_) => {
+                    // Drop the whole line, however long, before answering once: its tail
+                    // must never be read as a command.
+                    loop {
+                        let (n, found_lf) = discard_line(&self.input);
+                        self.input.drain(..n.min(self.input.len()));
+                        if found_lf {
+                            break;
+                        }
+                        if let Err(stop) = self.read_more(limits.command_timeout).await {
+                            return stop;
+                        }
+                    }
+                    self.reply(500, "5.5.2", "Line too long");
+                    if self.count_error(&limits) {
+                        return self.close_after_errors().await;
+                    }
+                    continue;
+                }
+                Line::Complete(line, n) => {
+                    self.input.drain(..n.min(self.input.len()));
+                    line
+                }
+            };
+            let cmd = match parse_command(&line) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.reply(e.code, e.enhanced, e.message);
+                    if self.count_error(&limits) {
+                        return self.close_after_errors().await;
+                    }
+                    continue;
+                }
+            };
+            match self.command(cmd, &limits).await {
+                Ok(()) => {}
+                Err(stop) => return stop,
+            }
+            if self.errors > limits.max_errors {
+                return self.close_after_errors().await;
+            }
+        }
+    }
+
+    /// Counts one error; true when the session has had too many.
+    fn count_error(&mut self, limits: &crate::Limits) -> bool {
+        self.errors += 1;
+        self.errors > limits.max_errors
+    }
+
+    async fn close_after_errors(&mut self) -> Stop {
+        warn!(
+            "smtp session={} event=too-many-errors client={}",
+            self.id,
+            self.peer.ip()
+        );
+        self.reply(
+            421,
+            "4.7.0",
+            format!("{} Too many errors, closing connection", self.ctx.hostname),
+        );
+        let _ = self.flush().await;
+        Stop::Done
+    }
+
+    fn session_info(&self) -> SessionInfo {
+        let ip = self.peer.ip();
+        let local = match ip {
+            std::net::IpAddr::V4(v4) => v4.is_loopback(),
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        };
+        SessionInfo {
+            client: Some(ip),
+            local,
+            socket: false,
+            auth_user: None,
+            tag: self.ctx.tag.clone(),
+            tls: self.tls,
+            helo: self.helo.clone().unwrap_or_default(),
+            rdns: None,
+        }
+    }
+
+    fn needs_tls_first(&self) -> bool {
+        self.ctx.tls_mode == TlsMode::Require && !self.tls
+    }
+
+    async fn command(&mut self, cmd: Command, limits: &crate::Limits) -> Result<(), Stop> {
+        match cmd {
+            Command::Ehlo(name) | Command::Lhlo(name) => {
+                self.tx = None;
+                self.bdat = None;
+                self.helo = Some(name);
+                self.esmtp = true;
+                let mut ext = vec![
+                    "PIPELINING".to_string(),
+                    "8BITMIME".to_string(),
+                    "SMTPUTF8".to_string(),
+                    format!("SIZE {}", limits.max_message_size),
+                    "ENHANCEDSTATUSCODES".to_string(),
+                    "DSN".to_string(),
+                    "CHUNKING".to_string(),
+                ];
+                if !self.tls
+                    && self.ctx.tls.is_some()
+                    && matches!(self.ctx.tls_mode, TlsMode::Offer | TlsMode::Require)
+                {
+                    ext.push("STARTTLS".to_string());
+                }
+                let r = ownmail_smtp_proto::ehlo_reply(&self.ctx.hostname, "Hello", &ext);
+                self.output.extend_from_slice(&r.to_bytes());
+            }
+            Command::Helo(name) => {
+                self.tx = None;
+                self.helo = Some(name);
+                self.esmtp = false;
+                let host = self.ctx.hostname.clone();
+                self.output
+                    .extend_from_slice(format!("250 {host} Hello\r\n").as_bytes());
+            }
+            Command::StartTls => {
+                if self.tls
+                    || self.ctx.tls.is_none()
+                    || !matches!(self.ctx.tls_mode, TlsMode::Offer | TlsMode::Require)
+                {
+                    self.reply(503, "5.5.1", "TLS not available");
+                    self.errors += 1;
+                    return Ok(());
+                }
+                self.reply(220, "2.0.0", "Ready to start TLS");
+                self.flush().await?;
+                // RFC 3207 §4.2: nothing the client sent before the handshake may be acted on.
+                self.input.clear();
+                self.start_tls().await?;
+                self.helo = None;
+                self.esmtp = false;
+                self.tx = None;
+            }
+            Command::Mail { from, params } => self.mail(from, params, limits),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Data if self.bdat.is_some() => {
+                self.reply(503, "5.5.1", "DATA after BDAT is not allowed");
+                self.errors += 1;
+            }
+            Command::Data => return self.data(limits).await,
+            Command::Bdat { size, last } => return self.bdat(size, last, limits).await,
+            Command::Rset => {
+                self.tx = None;
+                self.bdat = None;
+                self.reply(250, "2.0.0", "Ok");
+            }
+            Command::Noop => self.reply(250, "2.0.0", "Ok"),
+            Command::Quit => {
+                let host = self.ctx.hostname.clone();
+                self.reply(221, "2.0.0", format!("{host} Bye"));
+                let _ = self.flush().await;
+                return Err(Stop::Done);
+            }
+            Command::Vrfy(_) => self.reply(
+                252,
+                "2.5.2",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            ),
+            Command::Expn(_) => self.reply(502, "5.5.1", "EXPN not available"),
+            Command::Help => self.reply(214, "2.0.0", "See https://www.rfc-editor.org/rfc/rfc5321"),
+            Command::Auth { .. } => {
+                self.reply(503, "5.5.1", "AUTH not available on this listener");
+                self.errors += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn mail(&mut self, from: ReversePath, params: MailParams, limits: &crate::Limits) {
+        if self.helo.is_none() {
+            self.reply(503, "5.5.1", "Send HELO/EHLO first");
+            self.errors += 1;
+            return;
+        }
+        if self.needs_tls_first() {
+            self.reply(530, "5.7.0", "Must issue a STARTTLS command first");
+            self.errors += 1;
+            return;
+        }
+        if self.tx.is_some() {
+            self.reply(503, "5.5.1", "Sender already specified");
+            self.errors += 1;
+            return;
+        }
+        if !self.esmtp && (params.size.is_some() || params.body.is_some() || params.smtputf8) {
+            self.reply(555, "5.5.4", "MAIL parameters need EHLO");
+            self.errors += 1;
+            return;
+        }
+        if !params.smtputf8 && !from.to_string().is_ascii() {
+            self.reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8");
+            self.errors += 1;
+            return;
+        }
+        if params.size.is_some_and(|n| n > limits.max_message_size) {
+            self.reply(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            );
+            return;
+        }
+        let id = QueueId::new();
+        info!("smtp session={} id={id} event=mail from=<{from}>", self.id);
+        self.tx = Some(Transaction {
+            id,
+            from,
+            params,
+            rcpts: Vec::new(),
+            runtime: self.shared.runtime(),
+        });
+        self.reply(250, "2.1.0", "Ok");
+    }
+
+    fn rcpt(&mut self, to: Address, params: RcptParams) {
+        let info = self.session_info();
+        let Some(tx) = self.tx.as_mut() else {
+            self.reply(503, "5.5.1", "Need MAIL before RCPT");
+            self.errors += 1;
+            return;
+        };
+        if !tx.params.smtputf8 && !to.to_string().is_ascii() {
+            self.reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8");
+            self.errors += 1;
+            return;
+        }
+        if tx.rcpts.len() >= tx.runtime.limits.max_rcpt {
+            self.reply(452, "4.5.3", "Too many recipients");
+            return;
+        }
+        match tx.runtime.rules.route(&info, &tx.from, &to) {
+            RcptDecision::Accept {
+                rule,
+                action,
+                destinations,
+            } => {
+                info!(
+                    "smtp session={} id={} event=rcpt rcpt=<{to}> rule={} action={action} result=accepted",
+                    self.id,
+                    tx.id,
+                    rule + 1
+                );
+                tx.rcpts.push((to, params, destinations));
+                self.reply(250, "2.1.5", "Ok");
+            }
+            RcptDecision::Refuse(r) => {
+                info!(
+                    "smtp session={} id={} event=rcpt rcpt=<{to}> result=refused code={}",
+                    self.id, tx.id, r.code
+                );
+                self.reply(r.code, r.enhanced, r.text);
+                if r.code >= 500 {
+                    self.errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Checks that DATA/BDAT may start: a transaction with at least one recipient.
+    fn ready_for_data(&mut self) -> bool {
+        match &self.tx {
+            None => {
+                self.reply(503, "5.5.1", "Need MAIL command");
+                self.errors += 1;
+                false
+            }
+            Some(tx) if tx.rcpts.is_empty() => {
+                self.reply(554, "5.5.1", "No valid recipients");
+                self.errors += 1;
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
+    async fn data(&mut self, limits: &crate::Limits) -> Result<(), Stop> {
+        if !self.ready_for_data() {
+            return Ok(());
+        }
+        self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
+        let mut rx = DataReceiver::new(limits.max_message_size);
+        let mut body = Vec::new();
+        loop {
+            let (used, state) = rx.feed(&self.input, &mut body);
+            self.input.drain(..used.min(self.input.len()));
+            match state {
+                DataState::NeedMore => self.read_more(limits.data_timeout).await?,
+                DataState::Done => break,
+                DataState::TooBig => {
+                    self.tx = None;
+                    self.reply(
+                        552,
+                        "5.3.4",
+                        "Message size exceeds fixed maximum message size",
+                    );
+                    return Ok(());
+                }
+                DataState::BareLineEnding => {
+                    // SMTP smuggling: the client and we might disagree on where the message
+                    // ends, so nothing after this point can be trusted. Refuse and close.
+                    warn!(
+                        "smtp session={} event=bare-line-ending client={}",
+                        self.id,
+                        self.peer.ip()
+                    );
+                    self.tx = None;
+                    self.reply(
+                        554,
+                        "5.5.2",
+                        "Bare CR or LF in message data is not allowed, closing connection",
+                    );
+                    let _ = self.flush().await;
+                    return Err(Stop::Done);
+                }
+            }
+        }
+        self.finish_message(body).await;
+        Ok(())
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool, limits: &crate::Limits) -> Result<(), Stop> {
+        // RFC 3030 §2: the chunk's bytes follow whatever we answer; consume them either way.
+        let ok = self.ready_for_data();
+        let (mut rx, mut body) = match self.bdat.take() {
+            Some(b) if ok => b,
+            _ => (BdatReceiver::new(limits.max_message_size), Vec::new()),
+        };
+        rx.start_chunk(size, last);
+        loop {
+            let (used, state) = rx.feed(&self.input, &mut body);
+            self.input.drain(..used.min(self.input.len()));
+            if !ok {
+                body.clear();
+            }
+            match state {
+                BdatState::NeedMore => self.read_more(limits.data_timeout).await?,
+                BdatState::ChunkDone { last } => {
+                    if !ok {
+                        return Ok(());
+                    }
+                    if last {
+                        self.finish_message(body).await;
+                    } else {
+                        self.reply(250, "2.0.0", format!("{size} octets received"));
+                        self.bdat = Some((rx, body));
+                    }
+                    return Ok(());
+                }
+                BdatState::TooBig => {
+                    if ok {
+                        self.tx = None;
+                        self.reply(
+                            552,
+                            "5.3.4",
+                            "Message size exceeds fixed maximum message size",
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Builds the envelope, adds `Received:`, and hands the message to the queue; replies 250
+    /// only when the queue says it is on disk.
+    async fn finish_message(&mut self, body: Vec<u8>) {
+        self.bdat = None;
+        let Some(tx) = self.tx.take() else { return };
+        let now = SystemTime::now();
+        let mut with = String::from(if tx.params.smtputf8 {
+            "UTF8SMTP"
+        } else if self.esmtp {
+            "ESMTP"
+        } else {
+            "SMTP"
+        });
+        if self.tls {
+            with.push('S');
+        }
+        let single_rcpt = match tx.rcpts.as_slice() {
+            [(a, _, _)] => Some(a.to_string()),
+            _ => None,
+        };
+        let helo = self.helo.clone().unwrap_or_default();
+        let header = received(&Trace {
+            helo: &helo,
+            client: Some(self.peer.ip()),
+            hostname: &self.ctx.hostname,
+            with,
+            id: tx.id.as_str(),
+            single_rcpt,
+            now,
+        });
+        let mut message = Vec::with_capacity(header.len() + body.len());
+        message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(&body);
+        let size = message.len();
+        let nrcpt = tx.rcpts.len();
+        let mut recipients = Vec::new();
+        for (rcpt, params, dests) in tx.rcpts {
+            for dest in dests {
+                recipients.push(Recipient {
+                    rcpt: rcpt.clone(),
+                    orcpt: params.orcpt.clone(),
+                    notify: params.notify.unwrap_or_default(),
+                    dest,
+                });
+            }
+        }
+        let env = Envelope {
+            id: tx.id.clone(),
+            mail_from: tx.from.clone(),
+            helo,
+            client: Some(self.peer.ip()),
+            auth_user: None,
+            tag: self.ctx.tag.clone(),
+            received_at: now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            body: tx.params.body.unwrap_or(BodyType::SevenBit),
+            smtputf8: tx.params.smtputf8,
+            ret: tx.params.ret,
+            envid: tx.params.envid.clone(),
+            recipients,
+        };
+        match self.shared.sink.enqueue(env, message).await {
+            Ok(()) => {
+                info!(
+                    "smtp session={} id={} event=accepted from=<{}> size={size} rcpts={nrcpt}",
+                    self.id, tx.id, tx.from
+                );
+                self.reply(250, "2.0.0", format!("Ok: queued as {}", tx.id));
+            }
+            Err(e) => {
+                warn!(
+                    "smtp session={} id={} event=queue-error error=\"{e}\"",
+                    self.id, tx.id
+                );
+                self.reply(451, "4.3.0", "Temporary queue failure, try again later");
+            }
+        }
+    }
+
+    async fn start_tls(&mut self) -> Result<(), Stop> {
+        let Some(cfg) = self.ctx.tls.clone() else {
+            return Err(Stop::Done);
+        };
+        let Some(io) = self.io.take() else {
+            return Err(Stop::Lost);
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let limits = self.limits();
+        match tokio::time::timeout(limits.command_timeout, acceptor.accept(io)).await {
+            Ok(Ok(tls)) => {
+                self.io = Some(Box::new(tls));
+                self.tls = true;
+                info!("smtp session={} event=starttls", self.id);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                info!("smtp session={} event=tls-failed error=\"{e}\"", self.id);
+                Err(Stop::Lost)
+            }
+            Err(_) => Err(Stop::Lost),
+        }
+    }
+}
