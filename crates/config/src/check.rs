@@ -172,7 +172,10 @@ pub fn resolve_listen(on: &ListenOn, family: Option<Family>) -> Result<Vec<IpAdd
             } else {
                 continue;
             };
-            if keep(&ip) && !addrs.contains(&ip) {
+            // An IPv6 link-local address cannot be bound without its scope, and no mail
+            // server is reached by one: leave it out.
+            let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+            if keep(&ip) && !link_local && !addrs.contains(&ip) {
                 addrs.push(ip);
             }
         }

@@ -328,7 +328,11 @@ impl Round<'_> {
         let expiry = queue.expiry_ms(self.env);
         match outcome {
             DeliveryOutcome::Delivered { detail } => {
-                info!(id = %id, event = %"delivered", rcpt = %rcpt.rcpt, result = ?detail, "queue");
+                info!(
+                    "delivery id={id} rcpt={} dest={} result=delivered detail={detail:?}",
+                    rcpt.rcpt,
+                    crate::dest_summary(&rcpt.dest)
+                );
                 queue.set_recipient(id, index, Status::Delivered, None);
                 true
             }
@@ -344,7 +348,12 @@ impl Round<'_> {
                 let retry_in = queue
                     .retry_delay(self.attempts.saturating_add(1))
                     .min(Duration::from_millis(expiry - now));
-                info!(id = %id, event = %"tempfail", rcpt = %rcpt.rcpt, reason = ?reason, retry_in = %human(retry_in), "queue");
+                info!(
+                    "delivery id={id} rcpt={} dest={} result=tempfail reason={reason:?} retry_in={}",
+                    rcpt.rcpt,
+                    crate::dest_summary(&rcpt.dest),
+                    human(retry_in)
+                );
                 queue.set_recipient(id, index, Status::Pending, Some(reason));
                 false
             }
@@ -358,7 +367,12 @@ impl Round<'_> {
     /// A recipient that will never be delivered. `on_failure` runs before the failure is
     /// recorded: a crash in between repeats the bounce rather than losing it.
     fn give_up(&self, index: usize, rcpt: &Recipient, reason: String) {
-        warn!(id = %self.id, event = %"failed", rcpt = %rcpt.rcpt, reason = ?reason, "queue");
+        warn!(
+            "delivery id={} rcpt={} dest={} result=failed reason={reason:?}",
+            self.id,
+            rcpt.rcpt,
+            crate::dest_summary(&rcpt.dest)
+        );
         (self.on_failure)(self.env, rcpt, &reason);
         self.queue
             .set_recipient(self.id, index, Status::Failed, Some(reason));
