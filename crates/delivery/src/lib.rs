@@ -30,6 +30,7 @@ use ownmail_types::{
     BoxFuture, Courier, DeliveryOutcome, Destination, Envelope, LocalUser, Recipient,
 };
 
+pub mod dsn;
 mod lmtp;
 mod maildir;
 mod mbox;

@@ -2,6 +2,9 @@
 //! crate that owns it (configuration and tables to `ownmail-config`, password hashes to
 //! `ownmail-auth`). Called as `makemap`, it behaves as `ownmail makemap`.
 
+mod bounce;
+mod control;
+mod queue_cmd;
 mod serve;
 
 use std::io::{BufRead, Write};
@@ -52,6 +55,15 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Inspect and steer the queue through the running daemon (list and show also work
+    /// when it is stopped).
+    Queue {
+        /// The spool: the queue and the control socket.
+        #[arg(long, default_value = "/var/spool/ownmail")]
+        spool: PathBuf,
+        #[command(subcommand)]
+        action: queue_cmd::QueueAction,
+    },
     /// Compile a table source file into FILE.db for `db:` tables.
     Makemap {
         /// The kind of table: a mapping (default), an aliases file, or a set of keys.
@@ -82,6 +94,11 @@ fn main() -> ExitCode {
     if called_as == "makemap" {
         args.insert(1, "makemap".into());
     }
+    // Called as `mailq [--spool DIR]`: behave as `ownmail queue [--spool DIR] list`.
+    if called_as == "mailq" {
+        args.insert(1, "queue".into());
+        args.push("list".into());
+    }
     let cli = Cli::parse_from(args);
     match cli.command {
         Command::Serve {
@@ -100,6 +117,7 @@ fn main() -> ExitCode {
             pki_dir,
             print,
         } => check(&file, pki_dir, print),
+        Command::Queue { spool, action } => queue_cmd::queue_command(&spool, action),
         Command::Makemap { kind, file } => make_map(&file, kind),
         Command::Encrypt { password } => encrypt(password),
     }

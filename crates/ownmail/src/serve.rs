@@ -177,13 +177,15 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     }
 
     let _lock = lock_spool(&args.spool)?;
+    let defaults = QueueOptions::default();
     let queue_opts = QueueOptions {
-        ttl: checked
-            .config
-            .queue
-            .ttl
-            .unwrap_or(QueueOptions::default().ttl),
-        ..QueueOptions::default()
+        ttl: checked.config.queue.ttl.unwrap_or(defaults.ttl),
+        warn_intervals: if checked.config.queue.warn_intervals.is_empty() {
+            defaults.warn_intervals.clone()
+        } else {
+            checked.config.queue.warn_intervals.clone()
+        },
+        ..defaults
     };
     let queue = Queue::open(&args.spool, queue_opts)
         .map_err(|e| format!("cannot open the spool {}: {e}", args.spool.display()))?;
@@ -195,15 +197,23 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
         }),
         None,
     ));
-    let on_failure = Arc::new(
-        |env: &ownmail_types::Envelope, rcpt: &ownmail_types::Recipient, reason: &str| {
-            warn!("delivery id={} rcpt={} result=failed reason=\"{reason}\" bounce=not-yet-implemented", env.id, rcpt.rcpt);
-        },
-    );
-    let scheduler = queue.start(courier, on_failure, stop_rx.clone());
 
     let sink: Arc<dyn MessageSink> = queue.clone();
-    let shared = Shared::new(runtime_of(checked, &host, &listen_addrs), sink);
+    let shared = Shared::new(runtime_of(checked, &host, &listen_addrs), sink.clone());
+    let bouncer = Arc::new(crate::bounce::Bouncer::new(
+        host.clone(),
+        shared.clone(),
+        sink,
+    ));
+    let scheduler = queue.start(courier, bouncer, stop_rx.clone());
+    let control = crate::control::serve_control(&args.spool, queue.clone(), stop_rx.clone())
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open the control socket in {}: {e}",
+                args.spool.display()
+            )
+        })?;
     let mut servers = Vec::new();
     for (listener, ctx) in bound {
         servers.push(tokio::spawn(ownmail_smtp::serve(
@@ -236,6 +246,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
             let _ = s.await;
         }
         let _ = scheduler.await;
+        let _ = control.await;
     };
     if tokio::time::timeout(STOP_GRACE, wait).await.is_err() {
         warn!(

@@ -15,6 +15,7 @@
 
 mod commit;
 mod durable;
+mod offline;
 mod queue;
 mod scheduler;
 mod spool;
@@ -22,17 +23,37 @@ mod spool;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ownmail_types::{Address, Destination, Envelope, QueueId, Recipient, ReversePath};
 use serde::{Deserialize, Serialize};
 
+pub use offline::{read_message, read_spool};
 pub use queue::Queue;
 
-/// Called once for each recipient the queue gives up on (permanent failure or ttl expiry),
-/// with the reason; the bounce is built from this later.
-pub type OnFailure = Arc<dyn Fn(&Envelope, &Recipient, &str) + Send + Sync>;
+/// What the scheduler tells about recipients it cannot deliver; the bounces of SPEC §5.4 are
+/// built from this. Both methods are called synchronously from a delivery round, so they must
+/// not block: hand slow work (building and queueing a bounce) to a task of its own.
+///
+/// `message` is the queued message as the couriers get it (our `Received:` on top). It is
+/// empty in the rare case that the spool file could not be read when the recipient expired.
+pub trait Notifier: Send + Sync + 'static {
+    /// A recipient will never be delivered (permanent failure or ttl expiry). Called before
+    /// the failure is recorded, so a crash in between repeats the call rather than losing
+    /// it; work the implementer finishes in a task of its own is outside that guarantee.
+    fn failed(&self, env: &Envelope, rcpt: &Recipient, reason: &str, message: &[u8]);
+    /// A recipient is still undelivered `after` the message arrived (one of
+    /// [`QueueOptions::warn_intervals`]); `reason` is the latest temporary error. Called at
+    /// most once per recipient and interval, even across restarts.
+    fn delayed(
+        &self,
+        env: &Envelope,
+        rcpt: &Recipient,
+        reason: &str,
+        after: Duration,
+        message: &[u8],
+    );
+}
 
 /// How long mail may stay queued and how often it is retried.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +66,10 @@ pub struct QueueOptions {
     /// The wait after the 1st, 2nd, … failed attempt; the last one repeats. Empty means one
     /// hour between attempts.
     pub retry_delays: Vec<Duration>,
+    /// `bounce warn-interval`: when a recipient still fails temporarily this long after the
+    /// message arrived, the sender is warned ([`Notifier::delayed`]) once per interval
+    /// (SPEC §5.4, default 4 hours). Empty means no delay warnings.
+    pub warn_intervals: Vec<Duration>,
 }
 
 impl Default for QueueOptions {
@@ -62,6 +87,7 @@ impl Default for QueueOptions {
                 min(120),
                 min(240),
             ],
+            warn_intervals: vec![min(240)],
         }
     }
 }

@@ -3,7 +3,10 @@
 //! and offers it to the courier once per pending recipient, one after another. A recipient
 //! that fails temporarily is retried at the next round (first at once, then after each of
 //! `retry_delays` in turn); past the ttl, or on a permanent failure, it is given up and
-//! `on_failure` is told. When no recipient is left the message is removed.
+//! [`Notifier::failed`] is told. A recipient still failing temporarily once the message is
+//! older than one of `warn_intervals` makes a [`Notifier::delayed`], once per interval: the
+//! longest interval warned is kept in the state file, so a restart does not warn again.
+//! When no recipient is left the message is removed.
 //!
 //! Progress is saved (`queue/<id>.state`) after every round that leaves recipients pending,
 //! and also after a recipient is delivered or given up while others are still to be tried in
@@ -21,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::queue::{now_ms, Queue};
 use crate::spool::{ReadError, Status};
-use crate::OnFailure;
+use crate::Notifier;
 
 /// How long a stopping scheduler waits for the deliveries under way.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
@@ -31,22 +34,23 @@ const FALLBACK_RETRY_DELAY: Duration = Duration::from_secs(3600);
 impl Queue {
     /// Starts the scheduler: delivers every pending recipient via `courier`, first attempt at
     /// once, then retries with growing delays; ttl expiry or a permanent failure drops the
-    /// recipient from the queue and calls `on_failure`. Returns when `shutdown` turns true
-    /// (or its sender is dropped), after the deliveries under way finish — at most 10 s, then
-    /// they are cut short and retried at the next start. Start it once per queue.
+    /// recipient from the queue and calls [`Notifier::failed`], a long delay calls
+    /// [`Notifier::delayed`]. Returns when `shutdown` turns true (or its sender is dropped),
+    /// after the deliveries under way finish — at most 10 s, then they are cut short and
+    /// retried at the next start. Start it once per queue.
     pub fn start(
         self: &Arc<Self>,
         courier: Arc<dyn Courier>,
-        on_failure: OnFailure,
+        notifier: Arc<dyn Notifier>,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        tokio::spawn(self.clone().run(courier, on_failure, shutdown))
+        tokio::spawn(self.clone().run(courier, notifier, shutdown))
     }
 
     async fn run(
         self: Arc<Self>,
         courier: Arc<dyn Courier>,
-        on_failure: OnFailure,
+        notifier: Arc<dyn Notifier>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         info!(event = %"scheduler_started", messages = self.len(), "queue");
@@ -55,7 +59,7 @@ impl Queue {
             if *shutdown.borrow_and_update() {
                 break;
             }
-            let next = self.start_due(&mut running, &courier, &on_failure);
+            let next = self.start_due(&mut running, &courier, &notifier);
             let sleep = async move {
                 match next {
                     Some(at) => {
@@ -104,7 +108,7 @@ impl Queue {
         self: &Arc<Self>,
         running: &mut JoinSet<()>,
         courier: &Arc<dyn Courier>,
-        on_failure: &OnFailure,
+        notifier: &Arc<dyn Notifier>,
     ) -> Option<u64> {
         if self.paused.load(Ordering::SeqCst) {
             return None;
@@ -139,10 +143,7 @@ impl Queue {
         }
         drop(table);
         for (_, id) in due {
-            running.spawn(
-                self.clone()
-                    .deliver(id, courier.clone(), on_failure.clone()),
-            );
+            running.spawn(self.clone().deliver(id, courier.clone(), notifier.clone()));
         }
         next
     }
@@ -152,7 +153,7 @@ impl Queue {
         self: Arc<Self>,
         id: QueueId,
         courier: Arc<dyn Courier>,
-        on_failure: OnFailure,
+        notifier: Arc<dyn Notifier>,
     ) {
         let mut round = RoundGuard {
             queue: self.clone(),
@@ -167,7 +168,7 @@ impl Queue {
             queue: &self,
             id: &id,
             env: &env,
-            on_failure: &on_failure,
+            notifier: &*notifier,
             attempts,
             guard: round,
         };
@@ -195,7 +196,8 @@ impl Queue {
             Err(ReadError::Io(e)) => {
                 for &i in &pending {
                     let reason = format!("cannot read the queued message: {e}");
-                    round.record(i, DeliveryOutcome::TempFail { reason });
+                    // No bytes to show: a failure notice due now goes out without them.
+                    round.record(i, DeliveryOutcome::TempFail { reason }, &[]);
                 }
                 return round.end().await;
             }
@@ -209,7 +211,7 @@ impl Queue {
                 continue;
             };
             let outcome = courier.deliver(&env, rcpt, &message).await;
-            let settled = round.record(i, outcome);
+            let settled = round.record(i, outcome, &message);
             if settled && k + 1 < pending.len() {
                 self.save(&id).await;
             }
@@ -251,6 +253,35 @@ impl Queue {
             r.status = status;
             r.last_error = last_error;
         }
+    }
+
+    /// The delay warning due for recipient `index` of `env` at `now` (ms), marked as sent:
+    /// the longest of `warn_intervals` that the message's age has passed and that is longer
+    /// than any warned before. After a long downtime this warns once, not once per interval.
+    fn take_warning(
+        &self,
+        id: &QueueId,
+        index: usize,
+        env: &Envelope,
+        now: u64,
+    ) -> Option<Duration> {
+        let age = now.saturating_sub(env.received_at.saturating_mul(1000));
+        let mut table = self.table();
+        let state = table
+            .messages
+            .get_mut(id)?
+            .state
+            .recipients
+            .get_mut(index)?;
+        let due = self
+            .opts
+            .warn_intervals
+            .iter()
+            .copied()
+            .filter(|d| millis(*d) <= age && state.warned_ms.is_none_or(|w| millis(*d) > w))
+            .max()?;
+        state.warned_ms = Some(millis(due));
+        Some(due)
     }
 
     /// Writes the state file if the message is still queued with recipients pending.
@@ -310,7 +341,7 @@ struct Round<'a> {
     queue: &'a Arc<Queue>,
     id: &'a QueueId,
     env: &'a Envelope,
-    on_failure: &'a OnFailure,
+    notifier: &'a dyn Notifier,
     /// Rounds made before this one.
     attempts: u32,
     guard: RoundGuard,
@@ -318,8 +349,8 @@ struct Round<'a> {
 
 impl Round<'_> {
     /// Applies one recipient's outcome; true if the recipient is settled (delivered or
-    /// given up), a change worth saving.
-    fn record(&self, index: usize, outcome: DeliveryOutcome) -> bool {
+    /// given up), a change worth saving. `message` is for the notifier.
+    fn record(&self, index: usize, outcome: DeliveryOutcome, message: &[u8]) -> bool {
         let Some(rcpt) = self.env.recipients.get(index) else {
             return false;
         };
@@ -341,7 +372,7 @@ impl Round<'_> {
                     "no delivery within {}; last error: {reason}",
                     human(queue.opts.ttl)
                 );
-                self.give_up(index, rcpt, reason);
+                self.give_up(index, rcpt, reason, message);
                 true
             }
             DeliveryOutcome::TempFail { reason } => {
@@ -354,26 +385,39 @@ impl Round<'_> {
                     crate::dest_summary(&rcpt.dest),
                     human(retry_in)
                 );
+                // Without the bytes (unreadable spool file) the warning waits for a later round.
+                let warning = (!message.is_empty())
+                    .then(|| queue.take_warning(id, index, self.env, now))
+                    .flatten();
+                if let Some(after) = warning {
+                    info!(
+                        "delivery id={id} rcpt={} result=delayed after={}",
+                        rcpt.rcpt,
+                        human(after)
+                    );
+                    self.notifier
+                        .delayed(self.env, rcpt, &reason, after, message);
+                }
                 queue.set_recipient(id, index, Status::Pending, Some(reason));
                 false
             }
             DeliveryOutcome::PermFail { reason } => {
-                self.give_up(index, rcpt, reason);
+                self.give_up(index, rcpt, reason, message);
                 true
             }
         }
     }
 
-    /// A recipient that will never be delivered. `on_failure` runs before the failure is
+    /// A recipient that will never be delivered. The notifier runs before the failure is
     /// recorded: a crash in between repeats the bounce rather than losing it.
-    fn give_up(&self, index: usize, rcpt: &Recipient, reason: String) {
+    fn give_up(&self, index: usize, rcpt: &Recipient, reason: String, message: &[u8]) {
         warn!(
             "delivery id={} rcpt={} dest={} result=failed reason={reason:?}",
             self.id,
             rcpt.rcpt,
             crate::dest_summary(&rcpt.dest)
         );
-        (self.on_failure)(self.env, rcpt, &reason);
+        self.notifier.failed(self.env, rcpt, &reason, message);
         self.queue
             .set_recipient(self.id, index, Status::Failed, Some(reason));
     }

@@ -6,7 +6,8 @@
 //!   ([`Envelope`]) as one line of JSON, then the message bytes exactly as received. Written
 //!   once, never modified; removed when no recipient is pending.
 //! - `queue/<id>.state`: delivery progress of that message (JSON [`DeliveryState`]: each
-//!   recipient pending, delivered or failed with its last error; rounds made; next attempt).
+//!   recipient pending, delivered or failed with its last error and the longest delay
+//!   warning sent for it; rounds made; next attempt).
 //!   Absent until a delivery attempt changed something; replaced whole, never edited.
 //! - `tmp/`: files being written. Anything there at open was never acknowledged: removed.
 //! - `corrupt/`: spool files that could not be read back, moved aside for a human.
@@ -18,7 +19,7 @@
 //! 2. Every file under `queue/` is complete: files get there only by renaming an fsynced
 //!    file, so a crash leaves the old version or the new one, never a torn one.
 //! 3. A delivered recipient is forgotten only after the courier said Delivered (couriers
-//!    fsync first); a failed one only after `on_failure` ran for it.
+//!    fsync first); a failed one only after `Notifier::failed` ran for it.
 //! 4. `queue/<id>` is removed before `queue/<id>.state`: a crash in between leaves an orphan
 //!    state file, deleted at the next open. The other order would leave a message with no
 //!    progress, redelivered to everyone. Removals are not fsynced: if a crash undoes one, the
@@ -62,6 +63,10 @@ pub(crate) struct RecipientState {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The longest `warn_intervals` entry (in ms) the sender was warned about for this
+    /// recipient; shorter ones count as sent too. Absent in files of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warned_ms: Option<u64>,
 }
 
 /// Delivery progress of one message; `recipients[i]` is `Envelope::recipients[i]`.
@@ -80,6 +85,7 @@ impl DeliveryState {
         let fresh = RecipientState {
             status: Status::Pending,
             last_error: None,
+            warned_ms: None,
         };
         DeliveryState {
             attempts: 0,

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::spool::{DeliveryState, Status};
-use crate::{Queue, QueueOptions};
+use crate::{Notifier, Queue, QueueOptions};
 
 const BODY: &[u8] = b"Subject: hello\r\n\r\nHi there.\r\n";
 
@@ -153,37 +153,84 @@ fn tempfail() -> DeliveryOutcome {
     }
 }
 
+/// One call of the notifier: recipient, reason, the delay (None for `failed`), the bytes.
+type Notice = (String, String, Option<Duration>, Vec<u8>);
+
+/// Records what the scheduler notifies.
+#[derive(Default)]
+struct FakeNotifier {
+    notices: Mutex<Vec<Notice>>,
+}
+
+impl Notifier for FakeNotifier {
+    fn failed(&self, _: &Envelope, rcpt: &Recipient, reason: &str, message: &[u8]) {
+        self.notices.lock().expect("notices").push((
+            rcpt.rcpt.to_string(),
+            reason.to_string(),
+            None,
+            message.to_vec(),
+        ));
+    }
+
+    fn delayed(
+        &self,
+        _: &Envelope,
+        rcpt: &Recipient,
+        reason: &str,
+        after: Duration,
+        message: &[u8],
+    ) {
+        self.notices.lock().expect("notices").push((
+            rcpt.rcpt.to_string(),
+            reason.to_string(),
+            Some(after),
+            message.to_vec(),
+        ));
+    }
+}
+
 /// A started scheduler and what it reported.
 struct Running {
     queue: Arc<Queue>,
     courier: Arc<FakeCourier>,
-    failures: Arc<Mutex<Vec<(String, String)>>>,
+    notifier: Arc<FakeNotifier>,
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
 }
 
 fn start(queue: &Arc<Queue>, courier: Arc<FakeCourier>) -> Running {
-    let failures: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let seen = failures.clone();
-    let on_failure = Arc::new(move |_: &Envelope, r: &Recipient, why: &str| {
-        seen.lock()
-            .expect("failures")
-            .push((r.rcpt.to_string(), why.to_string()));
-    });
+    let notifier = Arc::new(FakeNotifier::default());
     let (stop, shutdown) = watch::channel(false);
-    let handle = queue.start(courier.clone(), on_failure, shutdown);
+    let handle = queue.start(courier.clone(), notifier.clone(), shutdown);
     Running {
         queue: queue.clone(),
         courier,
-        failures,
+        notifier,
         stop,
         handle,
     }
 }
 
 impl Running {
+    /// `Notifier::failed` calls: (recipient, reason).
     fn failures(&self) -> Vec<(String, String)> {
-        self.failures.lock().expect("failures").clone()
+        self.notices()
+            .into_iter()
+            .filter(|n| n.2.is_none())
+            .map(|n| (n.0, n.1))
+            .collect()
+    }
+
+    /// `Notifier::delayed` calls: (recipient, after).
+    fn delays(&self) -> Vec<(String, Duration)> {
+        self.notices()
+            .into_iter()
+            .filter_map(|n| Some((n.0, n.2?)))
+            .collect()
+    }
+
+    fn notices(&self) -> Vec<Notice> {
+        self.notifier.notices.lock().expect("notices").clone()
     }
 
     async fn shutdown(self) {
@@ -202,12 +249,12 @@ impl Running {
             handle,
             stop,
             courier,
-            failures,
+            notifier,
         } = self;
         let gone: Weak<Queue> = Arc::downgrade(&queue);
         handle.abort();
         let _ = handle.await;
-        drop((queue, stop, courier, failures));
+        drop((queue, stop, courier, notifier));
         wait_until("the old queue to be dropped", || gone.upgrade().is_none()).await;
     }
 }
@@ -320,7 +367,7 @@ async fn tempfail_twice_then_delivered_is_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permfail_calls_on_failure_and_removes_the_files() {
+async fn permfail_notifies_failed_and_removes_the_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = Queue::open(dir.path(), fast()).expect("open");
     let run = start(
@@ -733,5 +780,124 @@ async fn message_removed_mid_delivery_is_dropped_when_the_round_ends() {
         "no recipient offered after the removal"
     );
     assert!(queue.is_empty() && run.failures().is_empty());
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_notice_carries_the_queued_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(dir.path(), fast()).expect("open");
+    let run = start(
+        &queue,
+        FakeCourier::new(|_, _| DeliveryOutcome::PermFail {
+            reason: "550 5.1.1 no such user".into(),
+        }),
+    );
+    queue
+        .enqueue(envelope(&["a@x.org"]), BODY.to_vec())
+        .await
+        .expect("enqueued");
+
+    wait_until("the queue to empty", || queue.is_empty()).await;
+    assert_eq!(
+        run.notices(),
+        [(
+            "a@x.org".to_string(),
+            "550 5.1.1 no such user".to_string(),
+            None,
+            BODY.to_vec()
+        )]
+    );
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delay_warning_is_sent_once_per_recipient_even_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = QueueOptions {
+        warn_intervals: vec![Duration::from_millis(150), Duration::from_secs(3600)],
+        ..fast()
+    };
+    let env = envelope(&["a@x.org", "b@y.org"]);
+    let queue = Queue::open(dir.path(), opts.clone()).expect("open");
+    let run = start(&queue, FakeCourier::new(|_, _| tempfail()));
+    queue
+        .enqueue(env.clone(), BODY.to_vec())
+        .await
+        .expect("enqueued");
+
+    wait_until("the warnings", || run.delays().len() == 2).await;
+    let rounds = run.courier.rcpts().len();
+    wait_until("more rounds", || run.courier.rcpts().len() >= rounds + 10).await;
+    let warned = Duration::from_millis(150);
+    assert_eq!(
+        run.delays(),
+        [
+            ("a@x.org".to_string(), warned),
+            ("b@y.org".to_string(), warned)
+        ]
+    );
+    let notices = run.notices();
+    assert!(notices
+        .iter()
+        .all(|n| n.1 == "451 try later" && n.3 == BODY));
+    assert!(run.failures().is_empty());
+    // Saved, so that a restart knows.
+    let state_path = dir.path().join("queue").join(format!("{}.state", env.id));
+    wait_until("the warning to be saved", || {
+        fs::read(&state_path)
+            .ok()
+            .and_then(|data| serde_json::from_slice::<DeliveryState>(&data).ok())
+            .is_some_and(|s| s.recipients.iter().all(|r| r.warned_ms == Some(150)))
+    })
+    .await;
+    drop(queue);
+    run.crash().await;
+
+    let queue = Queue::open(dir.path(), opts).expect("reopen");
+    let run = start(&queue, FakeCourier::new(|_, _| tempfail()));
+    wait_until("rounds after the restart", || {
+        run.courier.rcpts().len() >= 10
+    })
+    .await;
+    assert!(run.delays().is_empty(), "{:?}", run.delays());
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_first_warning_names_only_the_longest_interval_passed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hour = Duration::from_secs(3600);
+    let opts = QueueOptions {
+        warn_intervals: vec![hour, 2 * hour, 24 * hour],
+        ..fast()
+    };
+    let queue = Queue::open(dir.path(), opts).expect("open");
+    let run = start(&queue, FakeCourier::new(|_, _| tempfail()));
+    let mut env = envelope(&["a@x.org"]);
+    env.received_at -= 3 * 3600; // as if the server had been down for three hours
+    queue.enqueue(env, BODY.to_vec()).await.expect("enqueued");
+
+    wait_until("the warning", || !run.delays().is_empty()).await;
+    let rounds = run.courier.rcpts().len();
+    wait_until("more rounds", || run.courier.rcpts().len() >= rounds + 5).await;
+    assert_eq!(run.delays(), [("a@x.org".to_string(), 2 * hour)]);
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_warn_intervals_means_no_delay_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = QueueOptions {
+        warn_intervals: Vec::new(),
+        ..fast()
+    };
+    let queue = Queue::open(dir.path(), opts).expect("open");
+    let run = start(&queue, FakeCourier::new(|_, _| tempfail()));
+    let mut env = envelope(&["a@x.org"]);
+    env.received_at -= 3600;
+    queue.enqueue(env, BODY.to_vec()).await.expect("enqueued");
+    wait_until("a few rounds", || run.courier.rcpts().len() >= 5).await;
+    assert!(run.notices().is_empty());
     run.shutdown().await;
 }
