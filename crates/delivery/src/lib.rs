@@ -120,6 +120,31 @@ impl Courier for Dispatcher {
             _ => self.local.deliver(env, rcpt, message),
         }
     }
+
+    /// Relay recipients go to the relay courier together (it groups them into transactions);
+    /// local ones one after another.
+    fn deliver_batch<'a>(
+        &'a self,
+        env: &'a Envelope,
+        rcpts: &'a [&'a Recipient],
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
+        Box::pin(async move {
+            let all_relay = rcpts
+                .iter()
+                .all(|r| matches!(r.dest, Destination::Relay { .. }));
+            match &self.relay {
+                Some(relay) if all_relay => relay.deliver_batch(env, rcpts, message).await,
+                _ => {
+                    let mut out = Vec::with_capacity(rcpts.len());
+                    for r in rcpts {
+                        out.push(self.deliver(env, r, message).await);
+                    }
+                    out
+                }
+            }
+        })
+    }
 }
 
 /// The copy written to local files and mda input: `Return-Path:` (RFC 5322 §3.6.7, `<>` for

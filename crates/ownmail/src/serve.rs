@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ownmail_config::check::{load_pki, resolve_listen};
-use ownmail_config::model::{Config, ListenOn, ListenTls};
+use ownmail_config::model::{ActionKind, Config, ListenOn, ListenTls, TableOrValue};
+use ownmail_config::table::Table;
 use ownmail_config::{check_file, Checked, ParseOptions};
 use ownmail_delivery::{Dispatcher, LocalCourier, LocalOptions};
 use ownmail_queue::{Queue, QueueOptions};
+use ownmail_relay::{RelayCourier, RelayOptions, RelayRoute};
 use ownmail_rules::Ruleset;
 use ownmail_smtp::{Limits, ListenerCtx, Runtime, Shared, TlsMode};
 use ownmail_types::MessageSink;
@@ -85,15 +87,63 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// Rules and limits from a checked configuration.
-fn runtime_of(checked: Checked, hostname: &str, listen_addrs: &[IpAddr]) -> Runtime {
+/// Rules and limits from a checked configuration, and its relay actions for the relay courier.
+fn runtime_of(
+    checked: Checked,
+    hostname: &str,
+    listen_addrs: &[IpAddr],
+) -> (Runtime, HashMap<String, RelayRoute>) {
+    let routes = relay_routes(&checked.config, &checked.tables);
     let config = Arc::new(checked.config);
     let limits = limits_of(&config);
     let rules = Ruleset::new(config, Arc::new(checked.tables), hostname, listen_addrs);
-    Runtime {
-        rules: Arc::new(rules),
-        limits,
+    (
+        Runtime {
+            rules: Arc::new(rules),
+            limits,
+        },
+        routes,
+    )
+}
+
+/// Each `relay` action as the relay courier needs it, its smarthost credentials looked up in
+/// the action's secrets table (by the URL's LABEL, else by the host name).
+fn relay_routes(config: &Config, tables: &HashMap<String, Table>) -> HashMap<String, RelayRoute> {
+    let mut routes = HashMap::new();
+    for action in &config.actions {
+        let ActionKind::Relay(r) = &action.kind else {
+            continue;
+        };
+        let auth = match (&r.auth, &r.host) {
+            (Some(t), Some(url)) => {
+                let label = url.label.as_deref().unwrap_or(&url.host);
+                let found = tables.get(&t.name).and_then(|table| table.secret(label));
+                if found.is_none() {
+                    warn!(
+                        "relay action={} event=no-secret label={label} table={}",
+                        action.name, t.name
+                    );
+                }
+                found
+            }
+            _ => None,
+        };
+        let src = match &r.src {
+            Some(TableOrValue::Value(v)) => v.parse().ok(),
+            _ => None,
+        };
+        let route = RelayRoute {
+            host: r.host.clone(),
+            auth,
+            helo: r.helo.clone(),
+            tls: r.tls,
+            backup: r.backup.clone(),
+            mail_from: r.mail_from.clone(),
+            src,
+        };
+        routes.insert(action.name.clone(), route);
     }
+    routes
 }
 
 fn limits_of(config: &Config) -> Limits {
@@ -189,17 +239,29 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     };
     let queue = Queue::open(&args.spool, queue_opts)
         .map_err(|e| format!("cannot open the spool {}: {e}", args.spool.display()))?;
+    let relay = RelayCourier::new(RelayOptions {
+        hostname: host.clone(),
+        local_addrs: listen_addrs.clone(),
+        resolvers: checked.config.resolvers.clone(),
+        port: 25,
+        connect_timeout: Duration::from_secs(30),
+        command_timeout: Duration::from_secs(120),
+        data_timeout: Duration::from_secs(600),
+        max_received: 100,
+    })?;
     let courier = Arc::new(Dispatcher::new(
         LocalCourier::new(LocalOptions {
             hostname: host.clone(),
             mda_timeout: Duration::from_secs(600),
             lmtp_timeout: Duration::from_secs(300),
         }),
-        None,
+        Some(relay.clone()),
     ));
 
     let sink: Arc<dyn MessageSink> = queue.clone();
-    let shared = Shared::new(runtime_of(checked, &host, &listen_addrs), sink.clone());
+    let (runtime, routes) = runtime_of(checked, &host, &listen_addrs);
+    relay.set_routes(routes);
+    let shared = Shared::new(runtime, sink.clone());
     let bouncer = Arc::new(crate::bounce::Bouncer::new(
         host.clone(),
         shared.clone(),
@@ -236,7 +298,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&args.file, &opts, &shared, &host, &listen_addrs),
+            _ = hup.recv() => reload(&args.file, &opts, &shared, &relay, &host, &listen_addrs),
         }
     }
     info!("ownmail stopping");
@@ -259,7 +321,14 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
 
 /// SIGHUP: read the configuration again; keep the old one if the new one has errors.
 /// Listeners stay as they were started (changing them needs a restart).
-fn reload(file: &Path, opts: &ParseOptions, shared: &Shared, host: &str, listen_addrs: &[IpAddr]) {
+fn reload(
+    file: &Path,
+    opts: &ParseOptions,
+    shared: &Shared,
+    relay: &RelayCourier,
+    host: &str,
+    listen_addrs: &[IpAddr],
+) {
     let checked = check_file(file, opts);
     if !checked.ok() {
         let errors: Vec<String> = checked
@@ -274,7 +343,9 @@ fn reload(file: &Path, opts: &ParseOptions, shared: &Shared, host: &str, listen_
         );
         return;
     }
-    shared.replace_runtime(runtime_of(checked, host, listen_addrs));
+    let (runtime, routes) = runtime_of(checked, host, listen_addrs);
+    relay.set_routes(routes);
+    shared.replace_runtime(runtime);
     info!("configuration reloaded from {}", file.display());
 }
 

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ownmail_types::{Courier, DeliveryOutcome, Envelope, QueueId, Recipient};
+use ownmail_types::{Courier, DeliveryOutcome, Destination, Envelope, QueueId, Recipient};
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{error, info, warn};
@@ -203,7 +203,32 @@ impl Queue {
             }
         };
 
-        for (k, &i) in pending.iter().enumerate() {
+        // Recipients that leave this host go to the courier together (one transaction per
+        // destination host); local deliveries one at a time, saving progress after each so
+        // that a crash repeats as few of them as possible.
+        let (remote, local): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .copied()
+            .filter(|i| env.recipients.get(*i).is_some())
+            .partition(|i| {
+                env.recipients
+                    .get(*i)
+                    .is_some_and(|r| matches!(r.dest, Destination::Relay { .. }))
+            });
+        if !remote.is_empty() && !self.is_removed(&id) {
+            let rcpts: Vec<&Recipient> = remote
+                .iter()
+                .filter_map(|i| env.recipients.get(*i))
+                .collect();
+            let outcomes = courier.deliver_batch(&env, &rcpts, &message).await;
+            for (&i, outcome) in remote.iter().zip(outcomes) {
+                round.record(i, outcome, &message);
+            }
+            if !local.is_empty() {
+                self.save(&id).await;
+            }
+        }
+        for (k, &i) in local.iter().enumerate() {
             if self.is_removed(&id) {
                 break;
             }
@@ -212,7 +237,7 @@ impl Queue {
             };
             let outcome = courier.deliver(&env, rcpt, &message).await;
             let settled = round.record(i, outcome, &message);
-            if settled && k + 1 < pending.len() {
+            if settled && k + 1 < local.len() {
                 self.save(&id).await;
             }
         }

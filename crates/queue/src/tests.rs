@@ -47,9 +47,11 @@ fn envelope(rcpts: &[&str]) -> Envelope {
                 rcpt: addr(r),
                 orcpt: None,
                 notify: Notify::default(),
-                dest: Destination::Relay {
-                    action: "out".into(),
-                    to: addr(r),
+                // A local destination: delivered one recipient at a time, with progress saved
+                // between them (relay recipients go to the courier as one batch).
+                dest: Destination::Lmtp {
+                    dest: "127.0.0.1:24".into(),
+                    rcpt: r.to_string(),
                 },
             })
             .collect(),
@@ -716,7 +718,7 @@ async fn list_shows_pending_recipients_attempts_and_last_error() {
     assert_eq!((&m.id, &m.mail_from), (&env.id, &env.mail_from));
     assert_eq!(m.pending.len(), 1);
     assert_eq!(m.pending[0].rcpt.to_string(), "b@y.org");
-    assert_eq!(m.pending[0].dest, "relay:out→b@y.org");
+    assert_eq!(m.pending[0].dest, "lmtp:127.0.0.1:24→b@y.org");
     assert_eq!(m.last_error.as_deref(), Some("451 try later"));
     assert!(m.next_attempt > SystemTime::now() + Duration::from_secs(3000));
     run.shutdown().await;
@@ -900,4 +902,69 @@ async fn no_warn_intervals_means_no_delay_warnings() {
     wait_until("a few rounds", || run.courier.rcpts().len() >= 5).await;
     assert!(run.notices().is_empty());
     run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_recipients_go_to_the_courier_as_one_batch() {
+    use std::sync::Mutex;
+
+    /// Records the size of every batch it is given and delivers everything.
+    #[derive(Default)]
+    struct Batches(Mutex<Vec<usize>>);
+    impl Courier for Batches {
+        fn deliver<'a>(
+            &'a self,
+            _: &'a Envelope,
+            _: &'a Recipient,
+            _: &'a [u8],
+        ) -> ownmail_types::BoxFuture<'a, DeliveryOutcome> {
+            self.0.lock().expect("lock").push(1);
+            Box::pin(async {
+                DeliveryOutcome::Delivered {
+                    detail: "ok".into(),
+                }
+            })
+        }
+        fn deliver_batch<'a>(
+            &'a self,
+            _: &'a Envelope,
+            rcpts: &'a [&'a Recipient],
+            _: &'a [u8],
+        ) -> ownmail_types::BoxFuture<'a, Vec<DeliveryOutcome>> {
+            self.0.lock().expect("lock").push(rcpts.len());
+            let n = rcpts.len();
+            Box::pin(async move {
+                vec![
+                    DeliveryOutcome::Delivered {
+                        detail: "ok".into()
+                    };
+                    n
+                ]
+            })
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(dir.path(), fast()).expect("open");
+    let courier = Arc::new(Batches::default());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = queue.start(courier.clone(), Arc::new(NoNotice), stop_rx);
+    let mut env = envelope(&["a@x.org", "b@x.org", "c@y.org"]);
+    for r in &mut env.recipients {
+        r.dest = Destination::Relay {
+            action: "out".into(),
+            to: r.rcpt.clone(),
+        };
+    }
+    queue.enqueue(env, BODY.to_vec()).await.expect("enqueued");
+    wait_until("delivery", || queue.is_empty()).await;
+    assert_eq!(*courier.0.lock().expect("lock"), vec![3]);
+    let _ = stop.send(true);
+    let _ = handle.await;
+}
+
+struct NoNotice;
+impl crate::Notifier for NoNotice {
+    fn failed(&self, _: &Envelope, _: &Recipient, _: &str, _: &[u8]) {}
+    fn delayed(&self, _: &Envelope, _: &Recipient, _: &str, _: Duration, _: &[u8]) {}
 }

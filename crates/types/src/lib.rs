@@ -270,6 +270,24 @@ pub trait Courier: Send + Sync + 'static {
         rcpt: &'a Recipient,
         message: &'a [u8],
     ) -> BoxFuture<'a, DeliveryOutcome>;
+
+    /// Several recipients of one message at once, one outcome per recipient in the same
+    /// order. A courier that can share work (one SMTP transaction for the recipients of a
+    /// domain) overrides this; by default the recipients are delivered one after another.
+    fn deliver_batch<'a>(
+        &'a self,
+        env: &'a Envelope,
+        rcpts: &'a [&'a Recipient],
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Vec<DeliveryOutcome>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(rcpts.len());
+            for r in rcpts {
+                out.push(self.deliver(env, r, message).await);
+            }
+            out
+        })
+    }
 }
 
 /// Where SMTP puts a message it accepts. `enqueue` resolves only once the message and its
