@@ -39,14 +39,25 @@ Plus module-level helpers: ``article_text(name)``, ``error_lines(stderr, path, l
   ``check_maildir_file(path)``, ``make_message(marker)``, ``smtp_send(smtp, from, rcpts, msg)``
   -> queue id, ``write_vmail_conf(root, ...)`` (modern grammar, one Maildir user, uid 5000).
 
+Relay (test_relay_*.py; see the "relay" section below for the whole API):
+
+- ``relay_net``        a RelayNet: a network namespace (lo only) with a test DNS server
+                       (``.dns``, dnslib, UDP+TCP) and factories for SMTP sinks (aiosmtpd,
+                       switchable accept/4xx/5xx, recording everything), misbehaving SMTP
+                       servers, a private Postfix MX, ownmail servers and `ownmail queue`.
+- ``write_relay_conf(root, resolver=..., relay=..., grammar=...)``, ``check_failure_dsn(...)``.
+
 An OwnmailServer has ``pid``, ``proc``, ``spool``, ``ns``, ``log`` (stderr so far), ``mark()``,
 ``grep(rx)``, ``wait_for(rx)``, ``events(kind, **kv)`` / ``wait_event(kind, **kv)`` (key=value
 log lines), ``wait_delivery(qid, result)``, ``hup()``, ``signal(sig)``, ``kill()``,
 ``terminate()``, ``connect(port)`` -> SmtpClient after the 220, ``smtp(port)`` -> smtplib.
 """
 
+import asyncio
 import contextlib
 import ctypes
+import email
+import email.policy
 import itertools
 import os
 import re
@@ -62,6 +73,16 @@ import time
 from pathlib import Path
 
 import pytest
+
+try:  # only the relay tests (test_relay_*.py) need them; scripts/test installs both
+    import aiosmtpd.smtp as _aiosmtpd
+except ImportError:  # pragma: no cover
+    _aiosmtpd = None
+try:
+    import dnslib as _dnslib
+    import dnslib.server as _dnslib_server
+except ImportError:  # pragma: no cover
+    _dnslib = _dnslib_server = None
 
 E2E_DIR = Path(__file__).resolve().parent
 ROOT = E2E_DIR.parent.parent
@@ -1031,3 +1052,1033 @@ def check_maildir_file(path, *, uid=VMAIL_UID, gid=VMAIL_GID):
     assert int(m.group(1)) == st.st_size, (
         f"{path.name}: S={m.group(1)} but the file has {st.st_size} bytes")
     return path.read_bytes()
+
+
+# =========================================================================== relay
+#
+# Peers for the relay tests (test_relay_*.py): a DNS server, SMTP sinks, misbehaving SMTP
+# servers and a private Postfix, all inside one network namespace per test (RelayNet), so
+# that MX hosts can be 127.0.0.2:25, 127.0.0.3:25, ... and nothing leaves the namespace.
+#
+# - ``DnsServer(ns=None, host="127.0.0.1", port=0, ttl=1)``: dnslib on UDP and TCP (same
+#   port); ``.mx(domain, (10, "mx1.x.test"), ...)``, ``.null_mx(domain)``, ``.a(name, ip...)``,
+#   ``.aaaa(name, ip...)``, ``.set(name, rtype, [values])``, ``.remove(name, rtype=None)``;
+#   unknown names are NXDOMAIN, known names without that type NODATA (both with a SOA);
+#   ``.queries`` [(name, type, "udp"|"tcp")]; ``.udp_limit = 512`` truncates big UDP answers
+#   (TC bit) so that the client has to ask again over TCP; ``.resolver_line``.
+# - ``SmtpSink(host, port=25, ns=None, ...)``: aiosmtpd in a thread of its own; records every
+#   connection, accepted transaction (``.messages``: SinkMessage) and refusal (``.refusals``);
+#   ``.set(mode, fail_at="rcpt", reply=None)`` switches between "accept", "tempfail" (4xx) and
+#   "permfail" (5xx) at "mail", "rcpt" or "data"; ``.rcpt_replies[addr] = "550 ..."`` per
+#   recipient; optional STARTTLS (tls_context), AUTH (auth={user: password}) and
+#   ``on_message(SinkMessage) -> reply`` (run in a worker thread: the dkimproxy stand-in).
+# - ``BadSmtpServer(host, behaviour, port=25, ns=None)``: "drop-in-data", "garbage-ehlo",
+#   "garbage-greeting", "silent"; records connections and the bytes each one sent.
+# - ``PostfixMx(root, host, domain, users, ns=None)``: a private Postfix (config, queue, data,
+#   log and virtual Maildirs under root) listening on host:25, accepting USER@domain.
+# - ``relay_net`` fixture -> RelayNet: ``.ns``, ``.root`` (0755), ``.dns`` (started, in the
+#   namespace), ``.sink(...)``, ``.bad_server(...)``, ``.postfix(...)``, ``.start_ownmail(conf)``,
+#   ``.queue(spool, *args)`` -> (rc, out, err) of `ownmail queue --spool SPOOL ARGS`,
+#   ``.smtp(host, port)`` (smtplib in the namespace), ``.client(host, port)`` (SmtpClient).
+#   Everything is stopped at teardown: ownmail servers first (by PID), then the peers.
+# - ``write_relay_conf(root, ...)``: m@example.org is a local Maildir user (`action "local"`),
+#   everything else from local clients is relayed (`action "out" relay ...`).
+# - DSN helpers: ``parse_dsn(bytes) -> Dsn``, ``check_failure_dsn(...)``.
+
+RELAY_PORT = 2525            # ownmail's own listener in the relay tests (127.0.0.1)
+
+
+def _need(module, package):
+    if module is None:
+        pytest.fail(f"the relay tests need the Debian package {package} "
+                    "(scripts/test installs it)", pytrace=False)
+
+
+def _bound_socket(host, port, type_, ns):
+    """A socket bound to host:port (in network namespace ns when given)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    def make():
+        s = socket.socket(family, type_)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    return in_netns(ns.name, make) if ns is not None else make()
+
+
+def _listen_socket(host, port, ns):
+    s = _bound_socket(host, port, socket.SOCK_STREAM, ns)
+    s.listen(128)
+    s.setblocking(False)
+    return s
+
+
+class _LoopThread:
+    """An asyncio event loop running in a daemon thread of its own."""
+
+    def __init__(self, name):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro, timeout=10):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self):
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class _Recorder:
+    """Lists guarded by one condition, with bounded waits on their length."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+
+    def _add(self, lst, item):
+        with self.cond:
+            lst.append(item)
+            self.cond.notify_all()
+
+    def _wait_len(self, getter, n, timeout, what):
+        end = time.monotonic() + timeout
+        with self.cond:
+            while len(getter()) < n:
+                left = end - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"{self!r}: {len(getter())} {what}, not {n}, after {timeout}s")
+                self.cond.wait(min(left, 0.2))
+            return list(getter())
+
+
+# --------------------------------------------------------------------------- DNS
+
+
+class DnsServer:
+    """A test DNS server (dnslib) on host:port over UDP and TCP; records are changed live."""
+
+    def __init__(self, ns=None, host="127.0.0.1", port=0, ttl=1, zone="test"):
+        _need(_dnslib, "python3-dnslib")
+        self.ns, self.host, self.port, self.ttl = ns, host, port, ttl
+        self.zone = zone
+        self.records = {}          # name (lower, no final dot) -> {rtype: [rdata]}
+        self.queries = []          # (name, rtype, "udp"|"tcp")
+        self.udp_limit = 0         # > 0: UDP answers longer than this are truncated (TC)
+        self.lock = threading.Lock()
+        self.servers = []
+
+    @property
+    def addr(self):
+        return f"{self.host}:{self.port}"
+
+    @property
+    def resolver_line(self):
+        return f"resolver {self.addr}"
+
+    # ------------------------------------------------------------ records
+    @staticmethod
+    def _key(name):
+        return name.lower().rstrip(".")
+
+    def set(self, name, rtype, values):
+        """Replaces NAME's records of type rtype ("MX", "A", "AAAA", "TXT", "CNAME") by
+        values: for MX (preference, host) pairs, else strings."""
+        D = _dnslib
+        rdata = []
+        for v in values:
+            if rtype == "MX":
+                pref, host = v
+                rdata.append(D.MX(host if host != "." else ".", pref))
+            elif rtype == "A":
+                rdata.append(D.A(v))
+            elif rtype == "AAAA":
+                rdata.append(D.AAAA(v))
+            elif rtype == "TXT":
+                rdata.append(D.TXT(v))
+            elif rtype == "CNAME":
+                rdata.append(D.CNAME(v))
+            else:
+                raise ValueError(f"record type {rtype} not supported here")
+        with self.lock:
+            self.records.setdefault(self._key(name), {})[rtype] = rdata
+        return self
+
+    def mx(self, domain, *pairs):
+        """mx("remote.test", (10, "mx1.remote.test"), (20, "mx2.remote.test"))."""
+        return self.set(domain, "MX", pairs)
+
+    def null_mx(self, domain):
+        """RFC 7505: `MX 0 .` — the domain accepts no mail."""
+        return self.set(domain, "MX", [(0, ".")])
+
+    def a(self, name, *ips):
+        return self.set(name, "A", ips)
+
+    def aaaa(self, name, *ips):
+        return self.set(name, "AAAA", ips)
+
+    def remove(self, name, rtype=None):
+        with self.lock:
+            if rtype is None:
+                self.records.pop(self._key(name), None)
+            else:
+                self.records.get(self._key(name), {}).pop(rtype, None)
+
+    def queried(self, name, rtype=None, proto=None):
+        with self.lock:
+            return [q for q in self.queries
+                    if q[0] == self._key(name) and rtype in (None, q[1])
+                    and proto in (None, q[2])]
+
+    # ------------------------------------------------------------ serving
+    def resolve(self, request, handler):
+        D = _dnslib
+        reply = request.reply()
+        qname = str(request.q.qname)
+        key = self._key(qname)
+        qtype = D.QTYPE.get(request.q.qtype, str(request.q.qtype))
+        with self.lock:
+            self.queries.append((key, qtype, handler.protocol))
+            known = self.records.get(key)
+            rrs = list(known.get(qtype, [])) if known is not None else []
+        for rd in rrs:
+            reply.add_answer(D.RR(qname, getattr(D.QTYPE, qtype), rdata=rd, ttl=self.ttl))
+        if known is None or not rrs:
+            if known is None:
+                reply.header.rcode = D.RCODE.NXDOMAIN
+            reply.add_auth(D.RR(
+                self.zone + ".", D.QTYPE.SOA, ttl=self.ttl,
+                rdata=D.SOA(f"ns.{self.zone}.", f"hostmaster.{self.zone}.",
+                            (1, 60, 60, 3600, self.ttl))))
+        return reply
+
+    def start(self):
+        D, S = _dnslib, _dnslib_server
+        outer = self
+
+        class Handler(S.DNSHandler):
+            def get_reply(self, data):
+                request = D.DNSRecord.parse(data)
+                rdata = outer.resolve(request, self).pack()
+                if self.protocol == "udp" and outer.udp_limit and len(rdata) > outer.udp_limit:
+                    # as real servers do: the question stays, TC set, no records (dnslib's
+                    # own truncate() drops the question, which resolvers reject)
+                    short = request.reply()
+                    short.header.tc = 1
+                    rdata = short.pack()
+                return rdata
+
+        class Quiet(S.DNSLogger):
+            def __init__(self):
+                super().__init__(log="-request,-reply,-truncated,-error", prefix=False,
+                                 logf=lambda s: None)
+
+        def make(tcp, port):
+            return S.DNSServer(self, address=self.host, port=port, tcp=tcp, logger=Quiet(),
+                               handler=Handler)
+
+        for _ in range(20):
+            udp = tcp = None
+            try:
+                udp = in_netns(self.ns.name, lambda: make(False, self.port)) \
+                    if self.ns is not None else make(False, self.port)
+                port = udp.server.server_address[1]
+                tcp = in_netns(self.ns.name, lambda: make(True, port)) \
+                    if self.ns is not None else make(True, port)
+            except OSError:
+                if udp is not None:
+                    udp.server.server_close()
+                if self.port:
+                    raise
+                continue
+            self.port = port
+            self.servers = [udp, tcp]
+            for s in self.servers:
+                s.start_thread()
+            return self
+        pytest.fail("could not bind the test DNS server to one free UDP+TCP port")
+
+    def stop(self):
+        for s in self.servers:
+            s.server.shutdown()
+            s.server.server_close()
+        self.servers = []
+
+    def __repr__(self):
+        return f"DnsServer({self.addr})"
+
+
+# --------------------------------------------------------------------------- SMTP sink
+
+
+class SinkMessage:
+    """One transaction an SmtpSink accepted (250 after DATA)."""
+
+    def __init__(self, *, mail_from, rcpt_tos, data, mail_options, rcpt_options, helo, tls,
+                 auth, peer):
+        self.mail_from = mail_from          # "" for the null sender
+        self.rcpt_tos = rcpt_tos
+        self.data = data                    # bytes, as received (dots unstuffed, CRLF)
+        self.mail_options, self.rcpt_options = mail_options, rcpt_options
+        self.helo, self.tls, self.auth, self.peer = helo, tls, auth, peer
+
+    def message(self):
+        return email.message_from_bytes(self.data, policy=email.policy.compat32)
+
+    def __repr__(self):
+        return f"SinkMessage(from=<{self.mail_from}>, to={self.rcpt_tos}, {len(self.data)} bytes)"
+
+
+class _SinkHandler:
+    def __init__(self, sink):
+        self.sink = sink
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        address = "" if address == "<>" else address
+        reply = self.sink._refusal("mail", address, None)
+        if reply:
+            return reply
+        envelope.mail_from = address or "<>"
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.sink._refusal("rcpt", self._from(envelope), address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    @staticmethod
+    def _from(envelope):
+        return "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+
+    async def handle_DATA(self, server, session, envelope):
+        sink = self.sink
+        reply = sink._refusal("data", self._from(envelope), None)
+        if reply:
+            return reply
+        auth = session.auth_data
+        msg = SinkMessage(
+            mail_from=self._from(envelope), rcpt_tos=list(envelope.rcpt_tos),
+            data=bytes(envelope.original_content or b""),
+            mail_options=list(envelope.mail_options), rcpt_options=list(envelope.rcpt_options),
+            helo=session.host_name,
+            tls=(session.ssl is not None
+                 or server.transport.get_extra_info("ssl_object") is not None),
+            auth=(auth.login.decode() if isinstance(auth, _aiosmtpd.LoginPassword) else None),
+            peer=session.peer)
+        reply = "250 2.0.0 Ok: accepted by the test sink"
+        if sink.on_message is not None:
+            loop = asyncio.get_running_loop()
+            reply = await loop.run_in_executor(None, sink.on_message, msg)
+        if reply.startswith("2"):
+            sink._add(sink.messages, msg)
+        else:
+            sink._add(sink.refusals, ("data", msg.mail_from, None, reply))
+        return reply
+
+
+class SmtpSink(_Recorder):
+    """An SMTP server (aiosmtpd) on host:port that records what it gets and answers as told."""
+
+    TEMPFAIL = "451 4.3.0 {token} temporary failure, try again later"
+    PERMFAIL = "550 5.1.1 {token} mailbox unavailable"
+
+    def __init__(self, host, port=25, *, ns=None, hostname=None, tls_context=None, auth=None,
+                 on_message=None, name=None, implicit_tls=False):
+        _need(_aiosmtpd, "python3-aiosmtpd")
+        super().__init__()
+        self.host, self.port, self.ns = host, port, ns
+        self.hostname = hostname or f"sink-{host}.test"   # never socket.getfqdn(): no DNS
+        self.tls_context, self.auth, self.on_message = tls_context, auth, on_message
+        self.implicit_tls = implicit_tls    # TLS from the first byte (smtps) with tls_context
+        self.name = name or f"sink@{host}:{port}"
+        self.token = f"sink-{host}-{os.urandom(4).hex()}"
+        self.mode, self.fail_at, self.reply = "accept", "rcpt", None
+        self.rcpt_replies = {}
+        self.connections = 0
+        self.messages = []       # SinkMessage
+        self.refusals = []       # (stage, mail_from, rcpt or None, reply)
+        self.auth_failures = 0
+        self._protocols = []
+        self._lt = None
+        self._server = None
+
+    # ------------------------------------------------------------ behaviour
+    def set(self, mode, fail_at="rcpt", reply=None):
+        """mode "accept" | "tempfail" | "permfail"; fail_at "mail" | "rcpt" | "data";
+        reply: the whole reply line (default: 451 4.3.0 / 550 5.1.1 with .token)."""
+        assert mode in ("accept", "tempfail", "permfail"), mode
+        assert fail_at in ("mail", "rcpt", "data"), fail_at
+        with self.cond:
+            self.mode, self.fail_at, self.reply = mode, fail_at, reply
+
+    def _refusal(self, stage, mail_from, rcpt):
+        with self.cond:
+            reply = None
+            if stage == "rcpt" and rcpt is not None and rcpt.lower() in self.rcpt_replies:
+                reply = self.rcpt_replies[rcpt.lower()]
+            elif self.mode != "accept" and self.fail_at == stage:
+                tmpl = self.TEMPFAIL if self.mode == "tempfail" else self.PERMFAIL
+                reply = self.reply or tmpl.format(token=self.token)
+            if reply:
+                self.refusals.append((stage, mail_from, rcpt, reply))
+                self.cond.notify_all()
+            return reply
+
+    # ------------------------------------------------------------ waits
+    def wait_messages(self, n=1, timeout=20):
+        return self._wait_len(lambda: self.messages, n, timeout, "messages accepted")
+
+    def wait_refusals(self, n=1, timeout=20):
+        return self._wait_len(lambda: self.refusals, n, timeout, "refusals")
+
+    def wait_connections(self, n=1, timeout=20):
+        return self._wait_len(lambda: [None] * self.connections, n, timeout, "connections")
+
+    def messages_with(self, marker):
+        needle = marker.encode() if isinstance(marker, str) else marker
+        with self.cond:
+            return [m for m in self.messages if needle in m.data]
+
+    # ------------------------------------------------------------ running
+    def _authenticator(self, server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, _aiosmtpd.LoginPassword) and self.auth is not None
+              and self.auth.get(auth_data.login.decode("utf-8", "replace"))
+              == auth_data.password.decode("utf-8", "replace"))
+        if not ok:
+            with self.cond:
+                self.auth_failures += 1
+        if ok:
+            return _aiosmtpd.AuthResult(success=True, auth_data=auth_data)
+        return _aiosmtpd.AuthResult(success=False, handled=False)   # aiosmtpd sends the 535
+
+    def _protocol(self):
+        with self.cond:
+            self.connections += 1
+            self.cond.notify_all()
+        kw = {}
+        if self.auth is not None:
+            kw["authenticator"] = self._authenticator
+        else:
+            kw["auth_exclude_mechanism"] = ["LOGIN", "PLAIN"]
+        if self.implicit_tls:
+            kw["auth_require_tls"] = False      # TLS is there from the start
+        p = _aiosmtpd.SMTP(_SinkHandler(self), hostname=self.hostname, ident="test sink",
+                           tls_context=None if self.implicit_tls else self.tls_context,
+                           enable_SMTPUTF8=True,
+                           decode_data=False, timeout=120, loop=self._lt.loop, **kw)
+        self._protocols.append(p)
+        return p
+
+    def start(self):
+        sock = _listen_socket(self.host, self.port, self.ns)
+        self._lt = _LoopThread(self.name)
+
+        async def serve():
+            ssl_ctx = self.tls_context if self.implicit_tls else None
+            return await self._lt.loop.create_server(self._protocol, sock=sock, ssl=ssl_ctx)
+
+        try:
+            self._server = self._lt.call(serve())
+        except BaseException:
+            sock.close()
+            self._lt.stop()
+            raise
+        return self
+
+    def stop(self):
+        if self._lt is None:
+            return
+
+        async def close():
+            self._server.close()
+            for p in self._protocols:
+                if p.transport is not None:
+                    p.transport.close()
+            await asyncio.sleep(0)
+
+        try:
+            self._lt.call(close())
+        finally:
+            self._lt.stop()
+            self._lt = None
+
+    def __repr__(self):
+        return f"SmtpSink({self.host}:{self.port}, mode={self.mode})"
+
+
+def server_tls_context(pki, name="example.org"):
+    """A server-side TLS context with the session pki's self-signed NAME certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(Path(pki) / f"{name}.crt", Path(pki) / f"{name}.key")
+    return ctx
+
+
+# --------------------------------------------------------------------------- bad servers
+
+
+class BadSmtpServer(_Recorder):
+    """A raw TCP server that misbehaves as an SMTP server:
+
+    - "drop-in-data": a normal dialogue up to `354`, then, as soon as message data arrives,
+      the connection is reset (no reply to the data, ever);
+    - "garbage-ehlo": a normal `220`, then a line of garbage (not an SMTP reply) for EHLO/HELO;
+    - "garbage-greeting": garbage instead of the 220 greeting;
+    - "silent": accepts the connection and never says anything.
+
+    The connection stays open afterwards (except for drop-in-data) until the client closes
+    it or the server is stopped. ``connections`` counts them; ``received`` holds what each
+    connection sent (bytes)."""
+
+    BEHAVIOURS = ("drop-in-data", "garbage-ehlo", "garbage-greeting", "silent")
+    GARBAGE = b"\x00\xffHELLO THERE this is not smtp \xc3\x28\r\n"
+
+    def __init__(self, host, behaviour, port=25, *, ns=None):
+        assert behaviour in self.BEHAVIOURS, behaviour
+        super().__init__()
+        self.host, self.port, self.ns, self.behaviour = host, port, ns, behaviour
+        self.received = []       # bytearray per connection
+        self.data_started = 0    # drop-in-data: connections that reached DATA
+        self._writers = []
+        self._lt = None
+        self._server = None
+
+    @property
+    def connections(self):
+        with self.cond:
+            return len(self.received)
+
+    def wait_connections(self, n=1, timeout=20):
+        return self._wait_len(lambda: self.received, n, timeout, "connections")
+
+    async def _serve(self, reader, writer):
+        buf = bytearray()
+        with self.cond:
+            self.received.append(buf)
+            self._writers.append(writer)
+            self.cond.notify_all()
+        try:
+            await self._dialogue(reader, writer, buf)
+            # keep the connection open (silently) until the peer or stop() closes it
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                with self.cond:
+                    buf += chunk
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _readline(self, reader, buf):
+        line = await reader.readline()
+        with self.cond:
+            buf += line
+        if not line:
+            raise ConnectionResetError("EOF")
+        return line
+
+    async def _dialogue(self, reader, writer, buf):
+        b = self.behaviour
+        if b == "silent":
+            return
+        if b == "garbage-greeting":
+            writer.write(self.GARBAGE)
+            await writer.drain()
+            return
+        writer.write(b"220 bad.test ESMTP test server\r\n")
+        await writer.drain()
+        while True:
+            line = await self._readline(reader, buf)
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if b == "garbage-ehlo" and verb in (b"EHLO", b"HELO"):
+                writer.write(self.GARBAGE)
+                await writer.drain()
+                return
+            if verb == b"EHLO":
+                writer.write(b"250-bad.test\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n"
+                             b"250 ENHANCEDSTATUSCODES\r\n")
+            elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                writer.write(b"250 2.0.0 Ok\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                await writer.drain()
+                chunk = await reader.read(1)     # the first byte of the message
+                with self.cond:
+                    buf += chunk
+                    self.data_started += 1
+                    self.cond.notify_all()
+                await asyncio.sleep(0.2)
+                try:
+                    more = await asyncio.wait_for(reader.read(65536), 0.5)
+                except asyncio.TimeoutError:
+                    more = b""
+                with self.cond:
+                    buf += more
+                writer.transport.abort()        # RST, mid-DATA, no reply
+                raise ConnectionResetError("dropped in DATA")
+            elif verb == b"QUIT":
+                writer.write(b"221 2.0.0 Bye\r\n")
+                await writer.drain()
+                raise ConnectionResetError("QUIT")
+            else:
+                writer.write(b"502 5.5.1 unknown\r\n")
+            await writer.drain()
+
+    def start(self):
+        sock = _listen_socket(self.host, self.port, self.ns)
+        self._lt = _LoopThread(f"bad-{self.behaviour}@{self.host}")
+
+        async def serve():
+            return await asyncio.start_server(self._serve, sock=sock)
+
+        try:
+            self._server = self._lt.call(serve())
+        except BaseException:
+            sock.close()
+            self._lt.stop()
+            raise
+        return self
+
+    def stop(self):
+        if self._lt is None:
+            return
+
+        async def close():
+            self._server.close()
+            for w in self._writers:
+                w.close()
+            await asyncio.sleep(0)
+
+        try:
+            self._lt.call(close())
+        finally:
+            self._lt.stop()
+            self._lt = None
+
+    def __repr__(self):
+        return f"BadSmtpServer({self.host}:{self.port}, {self.behaviour})"
+
+
+# --------------------------------------------------------------------------- Postfix
+
+
+class PostfixMx:
+    """A private Postfix instance (like shared/bench/lib.sh write_postfix_conf): config dir,
+    queue, data, log and the virtual Maildirs all under ``root``; smtpd on host:port only
+    (inside ns when given); USER@domain for each user goes to ``maildir(user)``
+    (= root/vmail/USER/, Maildir, uid/gid 5000). No DNS, no chroot. `master` runs in the
+    foreground and is stopped by its PID."""
+
+    MASTER = "/usr/lib/postfix/sbin/master"
+
+    def __init__(self, root, host, domain, users, *, port=25, ns=None):
+        self.root, self.host, self.domain, self.users = Path(root), host, domain, list(users)
+        self.port, self.ns = port, ns
+        self.conf_dir = self.root / "etc"
+        self.spool = self.root / "spool"
+        self.data = self.root / "data"
+        self.vmail = self.root / "vmail"
+        self.log = self.root / "postfix.log"
+        self.proc = None
+
+    def maildir(self, user):
+        return self.vmail / user
+
+    def write_conf(self):
+        if shutil.which("postfix") is None or not os.access(self.MASTER, os.X_OK):
+            pytest.fail("postfix is not installed (scripts/test installs it)", pytrace=False)
+        for d in (self.root, self.conf_dir, self.spool, self.data, self.vmail):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o755)
+        shutil.chown(self.data, "postfix")
+        os.chown(self.vmail, VMAIL_UID, VMAIL_GID)
+        c = self.conf_dir
+        (c / "main.cf").write_text(f"""\
+# ownmail e2e: a private Postfix as a remote MX for {self.domain}
+compatibility_level = 3.6
+myhostname = mx.{self.domain}
+mydomain = {self.domain}
+myorigin = $myhostname
+mydestination =
+# `all`: in the test's namespace that is lo; 127.0.0.5 is not an interface address (so
+# that ownmail does not take it for one of its own), the smtpd line of master.cf binds it
+inet_interfaces = all
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+queue_directory = {self.spool}
+data_directory = {self.data}
+maillog_file = {self.log}
+maillog_file_prefixes = {self.root}
+shlib_directory = /usr/lib/postfix
+smtpd_banner = $myhostname ESMTP
+biff = no
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+disable_dns_lookups = yes
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+virtual_mailbox_domains = {self.domain}
+virtual_mailbox_base = {self.vmail}
+virtual_mailbox_maps = texthash:{c}/vmailbox
+virtual_uid_maps = static:{VMAIL_UID}
+virtual_gid_maps = static:{VMAIL_GID}
+virtual_mailbox_limit = 0
+message_size_limit = 52428800
+""", encoding="utf-8")
+        (c / "vmailbox").write_text(
+            "".join(f"{u}@{self.domain}  {u}/\n" for u in self.users), encoding="utf-8")
+        # Debian's master.cf with chroot off and smtpd on HOST:PORT only (as lib.sh does)
+        lines, skip = [], False
+        for line in Path("/usr/share/postfix/master.cf.dist").read_text().splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            if line[0] in " \t":
+                if not skip:
+                    lines.append(line)
+                continue
+            f = line.split()
+            skip = f[0] in ("maildrop", "uucp", "ifmail", "bsmtp", "scalemail-backend",
+                            "mailman")
+            if skip:
+                continue
+            if f[0] == "smtp" and f[1] == "inet":
+                lines.append(f"{self.host}:{self.port}  inet  n  -  n  -  -  smtpd")
+                continue
+            if len(f) > 4 and f[4] == "y":
+                f[4] = "n"
+            lines.append("  ".join(f))
+        (c / "master.cf").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if Path("/usr/share/postfix/dynamicmaps.cf").exists():
+            shutil.copy("/usr/share/postfix/dynamicmaps.cf", c / "dynamicmaps.cf")
+        (c / "dynamicmaps.cf.d").mkdir(exist_ok=True)
+
+    def start(self, timeout=30):
+        self.write_conf()
+        # `postfix check` makes the queue directories; it wants a tty for its errors
+        cmd = ["script", "-qec", f"postfix -c {self.conf_dir} check", "/dev/null"]
+        rc, out, err = self.ns(cmd, timeout=60) if self.ns is not None else run(cmd, timeout=60)
+        if rc != 0:
+            pytest.fail(f"postfix check failed ({rc}):\n{out}\n{err}")
+        args = [self.MASTER, "-s", "-c", self.conf_dir, "-e", "3600"]
+        with open(self.root / "master.stderr", "wb") as errf:
+            if self.ns is not None:
+                self.proc = self.ns.popen(args, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=errf)
+            else:
+                self.proc = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=errf)
+        for _ in deadline_loop(timeout, 0.1):
+            if self.proc.poll() is not None:
+                pytest.fail(f"postfix master exited ({self.proc.returncode}):\n{self.logs()}")
+            if self._greets():
+                return self
+        self.stop()
+        pytest.fail(f"postfix does not greet on {self.host}:{self.port} within {timeout}s:\n"
+                    f"{self.logs()}")
+
+    def _greets(self):
+        try:
+            if self.ns is not None:
+                s = self.ns.connect(self.host, self.port, timeout=2)
+            else:
+                s = socket.create_connection((self.host, self.port), timeout=2)
+        except OSError:
+            return False
+        try:
+            s.settimeout(5)
+            data = s.recv(512)
+            s.sendall(b"QUIT\r\n")
+            return data.startswith(b"220 ")
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def logs(self):
+        out = []
+        for f in (self.log, self.root / "master.stderr"):
+            if f.exists():
+                out.append(f"--- {f} ---\n{f.read_text(errors='replace')[-6000:]}")
+        return "\n".join(out)
+
+    def queue_files(self):
+        out = []
+        for sub in ("incoming", "active", "deferred", "hold", "maildrop"):
+            d = self.spool / sub
+            if d.is_dir():
+                out += [p for p in d.rglob("*") if p.is_file()]
+        return out
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)   # master passes it on to its children
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout)
+
+    def __repr__(self):
+        return f"PostfixMx({self.host}:{self.port}, {self.domain})"
+
+
+# --------------------------------------------------------------------------- the world
+
+
+def write_relay_conf(root, *, resolver, relay="relay", listens=None, grammar="modern",
+                     extra=(), local_domain="example.org", user="m", name="smtpd.conf"):
+    """An smtpd.conf where USER@LOCAL_DOMAIN is a local Maildir user (uid 5000, the DSN's
+    destination) and everything else a local client sends is relayed: modern grammar
+    `action "out" RELAY` + `match from local for any action "out"` (RELAY e.g. "relay",
+    "relay host smtp://127.0.0.2:2526"), or legacy `accept for any RELAY` (RELAY e.g. "relay",
+    "relay via smtp://..."). `resolver` is a DnsServer or an "ADDR:PORT" string."""
+    root = Path(root)
+    etc = root / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    etc.chmod(0o755)
+    vmail = make_vmail_dir(root)
+    virtual, vusers = etc / "virtual", etc / "vusers"
+    virtual.write_text(f"# virtual addresses\n{user}@{local_domain}  {user}\n", encoding="utf-8")
+    vusers.write_text(f"# the virtual user\n{user}  {VMAIL_UID}:{VMAIL_GID}:{vmail / user}\n",
+                      encoding="utf-8")
+    addr = resolver.addr if isinstance(resolver, DnsServer) else resolver
+    listens = list(listens or (f"listen on 127.0.0.1 port {RELAY_PORT}",))
+    head = [f"# ownmail e2e relay ({grammar} grammar)", f"resolver {addr}",
+            f"table valiases file:{virtual}", f"table vusers file:{vusers}", *extra, *listens]
+    if grammar == "modern":
+        rules = [
+            'action "local" maildir "~/" virtual <valiases> userbase <vusers>',
+            f'action "out" {relay}',
+            f'match from any for domain "{local_domain}" action "local"',
+            'match from local for any action "out"',
+        ]
+    else:
+        rules = [
+            f'accept from any for domain {local_domain} virtual <valiases> userbase <vusers> '
+            'deliver to maildir "~/"',
+            f"accept for any {relay}",
+        ]
+    conf = root / name
+    conf.write_text("\n".join(head + rules) + "\n", encoding="utf-8")
+    return VmailSetup(conf, vmail / user, virtual, vusers)
+
+
+class RelayNet:
+    """One relay test's world: a network namespace (lo only, so 127.0.0.0/8 is all there
+    is), a DNS server in it, a 0755 root directory, and whatever the test starts."""
+
+    def __init__(self, ownmail, ns, root, pki):
+        self.ownmail, self.ns, self.root, self.pki = ownmail, ns, Path(root), pki
+        self.dns = DnsServer(ns=ns).start()
+        self.peers = [self.dns]
+        self.servers = []
+
+    def sink(self, host, port=25, **kw):
+        s = SmtpSink(host, port, ns=self.ns, **kw).start()
+        self.peers.append(s)
+        return s
+
+    def bad_server(self, host, behaviour, port=25):
+        s = BadSmtpServer(host, behaviour, port, ns=self.ns).start()
+        self.peers.append(s)
+        return s
+
+    def postfix(self, host, domain, users, *, port=25, name="postfix"):
+        p = PostfixMx(self.root / name, host, domain, users, port=port, ns=self.ns)
+        self.peers.append(p)
+        return p.start()
+
+    def start_ownmail(self, conf, **kw):
+        kw.setdefault("spool", Path(conf).parent / "spool")
+        server = start_ownmail(self.ownmail, conf, ns=self.ns, **kw)
+        self.servers.append(server)
+        return server
+
+    def stop_ownmail(self, server):
+        if server in self.servers:
+            self.servers.remove(server)
+        stop_ownmail(server)
+
+    def queue(self, spool, *args, timeout=30):
+        """`ownmail queue --spool SPOOL ARGS...` (in the namespace) -> (rc, out, err)."""
+        spool = spool.spool if isinstance(spool, OwnmailServer) else spool
+        rc, out, err = self.ns([self.ownmail, "queue", "--spool", str(spool), *map(str, args)],
+                               timeout=timeout)
+        assert_no_panic(err)
+        return rc, out, err
+
+    def queue_ok(self, spool, *args, timeout=30):
+        rc, out, err = self.queue(spool, *args, timeout=timeout)
+        assert rc == 0, f"`ownmail queue {' '.join(map(str, args))}` exited {rc}:\n{out}\n{err}"
+        return out
+
+    def wait_queue_list(self, spool, *needles, absent=(), timeout=20, args=("list",)):
+        """Polls `ownmail queue --spool SPOOL list` until its output (exit 0) contains every
+        needle and none of `absent`; returns the output."""
+        out = err = ""
+        rc = None
+        for _ in deadline_loop(timeout, 0.3):
+            rc, out, err = self.queue(spool, *args)
+            if rc == 0 and all(n in out for n in needles) and not any(a in out for a in absent):
+                return out
+        pytest.fail(f"`ownmail queue {' '.join(args)}` (exit {rc}) does not show {list(needles)}"
+                    f"{' without ' + str(list(absent)) if absent else ''} within {timeout}s:\n"
+                    f"--- stdout ---\n{out}\n--- stderr ---\n{err}")
+
+    def smtp(self, host="127.0.0.1", port=RELAY_PORT, **kw):
+        return ns_smtp(host, port, ns=self.ns, **kw)
+
+    def client(self, host="127.0.0.1", port=RELAY_PORT, *, source=None, timeout=10):
+        c = SmtpClient.connect(host, port, ns=self.ns, timeout=timeout, source=source)
+        c.expect(220)
+        return c
+
+    def close(self):
+        for server in reversed(self.servers):
+            try:
+                stop_ownmail(server)
+            except Exception as e:  # keep stopping the others
+                print(f"stopping {server}: {e}")
+        self.servers = []
+        for p in reversed(self.peers):
+            try:
+                p.stop()
+            except Exception as e:
+                print(f"stopping {p}: {e}")
+        self.peers = []
+
+
+@pytest.fixture
+def relay_net(ownmail, pki):
+    with world_tmpdir("om-relay-") as root, make_netns(eth0=False) as ns:
+        net = RelayNet(ownmail, ns, root, pki)
+        try:
+            yield net
+        finally:
+            net.close()
+
+
+# --------------------------------------------------------------------------- DSN
+
+
+def _unfold(value):
+    return re.sub(r"\s+", " ", str(value)).strip()
+
+
+class Dsn:
+    """A parsed RFC 3464 report: ``msg`` (the whole message), ``per_message`` (dict of the
+    first group, lower-case field names), ``recipients`` (list of such dicts), ``original``
+    (the returned part: a Message for message/rfc822, the header text for
+    text/rfc822-headers), ``original_type``."""
+
+    def __init__(self, data):
+        self.data = data
+        self.msg = email.message_from_bytes(data, policy=email.policy.compat32)
+        self.per_message, self.recipients = {}, []
+        self.original, self.original_type = None, None
+        if self.msg.get_content_type() != "multipart/report":
+            return
+        for part in self.msg.get_payload():
+            ctype = part.get_content_type()
+            if ctype == "message/delivery-status":
+                groups = part.get_payload()
+                if isinstance(groups, list) and groups:
+                    conv = [{k.lower(): _unfold(v) for k, v in g.items()} for g in groups]
+                    self.per_message, self.recipients = conv[0], conv[1:]
+            elif ctype in ("text/rfc822-headers", "message/rfc822") and self.original is None:
+                self.original_type = ctype
+                if ctype == "message/rfc822":
+                    inner = part.get_payload()
+                    self.original = inner[0] if isinstance(inner, list) else inner
+                else:
+                    self.original = part.get_payload(decode=True).decode("utf-8", "replace")
+
+    def recipient(self, addr):
+        """The per-recipient group whose Final-Recipient is addr (None if absent)."""
+        for r in self.recipients:
+            fr = r.get("final-recipient", "")
+            if fr.split(";", 1)[-1].strip().strip("<>").lower() == addr.lower():
+                return r
+        return None
+
+    def original_header(self, name):
+        if self.original is None:
+            return None
+        if isinstance(self.original, str):
+            hdrs = email.message_from_string(self.original + "\n\n",
+                                             policy=email.policy.compat32)
+            v = hdrs.get(name)
+        else:
+            v = self.original.get(name)
+        return _unfold(v) if v is not None else None
+
+
+def parse_dsn(data):
+    return Dsn(data)
+
+
+def check_failure_dsn(data, *, rcpt, subject, diagnostic=None, full=False, other_rcpts=()):
+    """Asserts that data (a Maildir file's bytes) is an RFC 3464 failure report for rcpt:
+    multipart/report; report-type=delivery-status, a message/delivery-status part with a
+    Reporting-MTA and, for rcpt, Final-Recipient, Action: failed, Status: 5.x.x and a
+    Diagnostic-Code containing `diagnostic`; the original's headers (with Subject: subject)
+    as text/rfc822-headers or message/rfc822 (full=True: message/rfc822, whole message).
+    other_rcpts must not be reported as failed. Returns the Dsn."""
+    first = data.split(b"\n", 1)[0]
+    assert first == b"Return-Path: <>", (
+        f"a DSN must be sent with the null sender (RFC 5321 4.5.5), first line: {first!r}")
+    d = parse_dsn(data)
+    text = data.decode("utf-8", "replace")
+    assert d.msg.get_content_type() == "multipart/report", (
+        f"not multipart/report but {d.msg.get_content_type()}:\n{text[:3000]}")
+    assert (d.msg.get_param("report-type") or "").lower() == "delivery-status", (
+        f"report-type is {d.msg.get_param('report-type')!r}:\n{text[:3000]}")
+    assert d.per_message, f"no message/delivery-status part with fields:\n{text[:4000]}"
+    assert "reporting-mta" in d.per_message, f"no Reporting-MTA: {d.per_message}"
+    r = d.recipient(rcpt)
+    assert r is not None, f"no recipient group with Final-Recipient {rcpt}: {d.recipients}"
+    assert r.get("action", "").lower() == "failed", f"Action is not failed: {r}"
+    assert re.fullmatch(r"5\.\d{1,3}\.\d{1,3}", r.get("status", "")), f"Status not 5.x.x: {r}"
+    if diagnostic is not None:
+        assert diagnostic in r.get("diagnostic-code", ""), (
+            f"Diagnostic-Code does not carry the remote's reply {diagnostic!r}: {r}")
+    for other in other_rcpts:
+        o = d.recipient(other)
+        assert o is None or o.get("action", "").lower() != "failed", (
+            f"{other} is reported as failed too: {o}")
+    if full:
+        assert d.original_type == "message/rfc822", (
+            f"RET=FULL: the original should come back as message/rfc822, not "
+            f"{d.original_type}:\n{text[:4000]}")
+    else:
+        assert d.original_type in ("text/rfc822-headers", "message/rfc822"), (
+            f"no text/rfc822-headers or message/rfc822 part:\n{text[:4000]}")
+    assert d.original_header("Subject") == subject, (
+        f"the returned headers carry Subject {d.original_header('Subject')!r}, "
+        f"not {subject!r}")
+    return d
