@@ -16,7 +16,7 @@ use ownmail_delivery::{Dispatcher, LocalCourier, LocalOptions};
 use ownmail_queue::{Queue, QueueOptions};
 use ownmail_relay::{RelayCourier, RelayOptions, RelayRoute};
 use ownmail_rules::Ruleset;
-use ownmail_smtp::{Limits, ListenerCtx, Runtime, Shared, TlsMode};
+use ownmail_smtp::{AuthPolicy, Limits, ListenerCtx, Runtime, Shared, TlsMode};
 use ownmail_types::MessageSink;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -181,10 +181,13 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
 
     // Listeners first: a port we cannot bind is an error before anything else starts.
     let mut bound = Vec::new();
+    // The local submission socket always exists (`sendmail`); `listen on socket` may tag it.
+    let mut local_socket_tag = None;
     let mut listen_addrs = Vec::new();
     let mut tls_configs: HashMap<String, Arc<rustls::ServerConfig>> = HashMap::new();
     for l in &checked.config.listeners {
         if l.on == ListenOn::Socket {
+            local_socket_tag = l.tag.clone();
             continue;
         }
         let addrs = resolve_listen(&l.on, l.family).map_err(|e| format!("{}: {e}", l.on_pos))?;
@@ -214,6 +217,16 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
             tls_mode,
             tls,
             tag: l.tag.clone(),
+            auth: l.auth.as_ref().map(|a| AuthPolicy {
+                required: !a.optional,
+                // `auth` without a table would mean the system's accounts, which ownmail does
+                // not read: no login succeeds (`check` warns).
+                table: a.table.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+            }),
+            senders: l
+                .senders
+                .as_ref()
+                .map(|(t, masquerade)| (t.name.clone(), *masquerade)),
         });
         for ip in addrs {
             let addr = SocketAddr::new(ip, l.effective_port());
@@ -277,6 +290,19 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
             )
         })?;
     let mut servers = Vec::new();
+    servers.push(tokio::spawn(ownmail_smtp::serve_unix(
+        bind_local_socket(&args.spool)?,
+        Arc::new(ListenerCtx {
+            hostname: host.clone(),
+            tls_mode: TlsMode::None,
+            tls: None,
+            tag: local_socket_tag,
+            auth: None,
+            senders: None,
+        }),
+        shared.clone(),
+        stop_rx.clone(),
+    )));
     for (listener, ctx) in bound {
         servers.push(tokio::spawn(ownmail_smtp::serve(
             listener,
@@ -347,6 +373,20 @@ fn reload(
     relay.set_routes(routes);
     shared.replace_runtime(runtime);
     info!("configuration reloaded from {}", file.display());
+}
+
+/// `SPOOL/sendmail.sock`, where local programs submit mail (`ownmail sendmail`). Every local
+/// user may connect (mode 0666): the session knows the caller's uid and is local mail.
+fn bind_local_socket(spool: &Path) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = spool.join("sendmail.sock");
+    let _ = std::fs::remove_file(&path);
+    let l = tokio::net::UnixListener::bind(&path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("cannot open {} to local users: {e}", path.display()))?;
+    info!("smtp event=listen socket={}", path.display());
+    Ok(l)
 }
 
 /// One daemon per spool: two schedulers on one queue would deliver everything twice.

@@ -8,6 +8,7 @@
 //! exist — so an unknown user is refused at RCPT, never bounced later.
 
 mod matching;
+mod owner;
 mod route;
 
 use std::collections::HashMap;

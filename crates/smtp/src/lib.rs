@@ -5,11 +5,12 @@
 //! reload) and a [`MessageSink`] that makes a message durable. It says `250` to DATA only
 //! after the sink's `enqueue` has returned Ok — never before the bytes are on disk.
 
+mod auth;
 mod received;
 mod session;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use session::run_session;
+pub use session::{run_session, Peer};
 
 /// How a listener offers TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,12 +36,24 @@ pub enum TlsMode {
     Implicit,
 }
 
+/// A listener's `auth` / `auth-optional`.
+#[derive(Clone, Debug)]
+pub struct AuthPolicy {
+    /// `auth`: MAIL needs a login first; `auth-optional`: logins are offered.
+    pub required: bool,
+    /// The credentials table.
+    pub table: String,
+}
+
 /// What one listener needs to run its sessions; fixed for the listener's life.
 pub struct ListenerCtx {
     pub hostname: String,
     pub tls_mode: TlsMode,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tag: Option<String>,
+    pub auth: Option<AuthPolicy>,
+    /// `senders <t> [masquerade]`.
+    pub senders: Option<(String, bool)>,
 }
 
 /// Limits of SMTP sessions (SPEC §5.1).
@@ -86,6 +99,7 @@ pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
     pub sink: Arc<dyn MessageSink>,
     connections: Mutex<HashMap<IpAddr, usize>>,
+    auth_failures: auth::FailureLog,
     total: AtomicU64,
     next_session: AtomicU64,
 }
@@ -96,6 +110,7 @@ impl Shared {
             runtime: RwLock::new(Arc::new(runtime)),
             sink,
             connections: Mutex::new(HashMap::new()),
+            auth_failures: auth::FailureLog::default(),
             total: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
         })
@@ -173,7 +188,6 @@ pub async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -206,10 +220,40 @@ pub async fn serve(
         let ctx = ctx.clone();
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        let local = local.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         tokio::spawn(async move {
             let _guard = guard;
-            run_session(Box::new(stream), peer, local, ctx, shared, shutdown).await;
+            run_session(Box::new(stream), Peer::Tcp(peer), ctx, shared, shutdown).await;
+        });
+    }
+}
+
+/// Serves the local submission socket (`sendmail`): every local user may connect; the
+/// session knows the caller's uid and counts as local mail (`from local`, `from socket`).
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!("smtp event=accept-error socket=local error=\"{e}\"");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let ctx = ctx.clone();
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            run_session(Box::new(stream), Peer::Local { uid }, ctx, shared, shutdown).await;
         });
     }
 }

@@ -5,7 +5,7 @@
 //! session (SMTP smuggling); after STARTTLS every byte received before the handshake is
 //! dropped and the session starts over (RFC 3207 §4.2, CVE-2011-0411).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +28,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Who is on the other end of a session.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    /// A TCP client.
+    Tcp(SocketAddr),
+    /// A program on this host, through the local submission socket, running as `uid`.
+    Local { uid: u32 },
+}
+
+impl Peer {
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Local { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{}", a.ip()),
+            Peer::Local { uid } => write!(f, "local-uid-{uid}"),
+        }
+    }
+}
+
 /// Why the loop stops.
 enum Stop {
     /// The client said QUIT, or we said a final 421/5xx.
@@ -48,10 +75,12 @@ struct Transaction {
 struct Session {
     io: Option<Box<dyn Io>>,
     id: String,
-    peer: SocketAddr,
+    peer: Peer,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
     input: Vec<u8>,
+    /// The login of an authenticated session.
+    auth_user: Option<String>,
     output: Vec<u8>,
     helo: Option<String>,
     esmtp: bool,
@@ -64,17 +93,16 @@ struct Session {
     shutdown: watch::Receiver<bool>,
 }
 
-/// Runs one session to its end. `peer` is the client, `_local` our side.
+/// Runs one session to its end.
 pub async fn run_session(
     io: Box<dyn Io>,
-    peer: SocketAddr,
-    _local: SocketAddr,
+    peer: Peer,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
     let id = shared.session_id();
-    info!("smtp session={id} event=connect client={}", peer.ip());
+    info!("smtp session={id} event=connect client={peer}");
     let mut s = Session {
         io: Some(io),
         id,
@@ -82,6 +110,7 @@ pub async fn run_session(
         ctx,
         shared,
         input: Vec::with_capacity(4096),
+        auth_user: None,
         output: Vec::with_capacity(4096),
         helo: None,
         esmtp: false,
@@ -233,8 +262,7 @@ impl Session {
     async fn close_after_errors(&mut self) -> Stop {
         warn!(
             "smtp session={} event=too-many-errors client={}",
-            self.id,
-            self.peer.ip()
+            self.id, self.peer
         );
         self.reply(
             421,
@@ -246,18 +274,24 @@ impl Session {
     }
 
     fn session_info(&self) -> SessionInfo {
-        let ip = self.peer.ip();
-        let local = match ip {
-            std::net::IpAddr::V4(v4) => v4.is_loopback(),
-            std::net::IpAddr::V6(v6) => {
-                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        let (client, local, socket) = match self.peer {
+            Peer::Tcp(a) => {
+                let ip = a.ip();
+                let local = match ip {
+                    IpAddr::V4(v4) => v4.is_loopback(),
+                    IpAddr::V6(v6) => {
+                        v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                    }
+                };
+                (Some(ip), local, false)
             }
+            Peer::Local { .. } => (None, true, true),
         };
         SessionInfo {
-            client: Some(ip),
+            client,
             local,
-            socket: false,
-            auth_user: None,
+            socket,
+            auth_user: self.auth_user.clone(),
             tag: self.ctx.tag.clone(),
             tls: self.tls,
             helo: self.helo.clone().unwrap_or_default(),
@@ -290,6 +324,10 @@ impl Session {
                     && matches!(self.ctx.tls_mode, TlsMode::Offer | TlsMode::Require)
                 {
                     ext.push("STARTTLS".to_string());
+                }
+                // RFC 4954 §4 lets a server offer AUTH only where it accepts it: after TLS.
+                if self.tls && self.ctx.auth.is_some() && self.auth_user.is_none() {
+                    ext.push("AUTH PLAIN LOGIN".to_string());
                 }
                 let r = ownmail_smtp_proto::ehlo_reply(&self.ctx.hostname, "Hello", &ext);
                 self.output.extend_from_slice(&r.to_bytes());
@@ -347,9 +385,8 @@ impl Session {
             ),
             Command::Expn(_) => self.reply(502, "5.5.1", "EXPN not available"),
             Command::Help => self.reply(214, "2.0.0", "See https://www.rfc-editor.org/rfc/rfc5321"),
-            Command::Auth { .. } => {
-                self.reply(503, "5.5.1", "AUTH not available on this listener");
-                self.errors += 1;
+            Command::Auth { mechanism, initial } => {
+                return self.auth(&mechanism, initial, limits).await
             }
         }
         Ok(())
@@ -365,6 +402,24 @@ impl Session {
             self.reply(530, "5.7.0", "Must issue a STARTTLS command first");
             self.errors += 1;
             return;
+        }
+        if self.ctx.auth.as_ref().is_some_and(|a| a.required) && self.auth_user.is_none() {
+            self.reply(530, "5.7.0", "Authentication required");
+            self.errors += 1;
+            return;
+        }
+        if let (Some(login), ReversePath::Address(a)) = (&self.auth_user, &from) {
+            let senders = self.ctx.senders.as_ref().map(|(t, _)| t.as_str());
+            if !self.shared.runtime().rules.sender_owned(login, a, senders) {
+                info!("smtp session={} event=mail from=<{a}> user={login} result=refused reason=not-owned", self.id);
+                self.reply(
+                    550,
+                    "5.7.1",
+                    format!("<{a}>: Sender address not owned by user {login}"),
+                );
+                self.errors += 1;
+                return;
+            }
         }
         if self.tx.is_some() {
             self.reply(503, "5.5.1", "Sender already specified");
@@ -489,8 +544,7 @@ impl Session {
                     // ends, so nothing after this point can be trusted. Refuse and close.
                     warn!(
                         "smtp session={} event=bare-line-ending client={}",
-                        self.id,
-                        self.peer.ip()
+                        self.id, self.peer
                     );
                     self.tx = None;
                     self.reply(
@@ -555,6 +609,21 @@ impl Session {
     async fn finish_message(&mut self, body: Vec<u8>) {
         self.bdat = None;
         let Some(tx) = self.tx.take() else { return };
+        if let Some(bad) = self.forged_from(&body) {
+            info!(
+                "smtp session={} id={} event=refused reason=from-not-owned from=<{bad}>",
+                self.id, tx.id
+            );
+            self.reply(
+                550,
+                "5.7.1",
+                format!(
+                    "From: <{bad}> is not an address of user {}",
+                    self.auth_user.as_deref().unwrap_or("")
+                ),
+            );
+            return;
+        }
         let now = SystemTime::now();
         let mut with = String::from(if tx.params.smtputf8 {
             "UTF8SMTP"
@@ -573,7 +642,7 @@ impl Session {
         let helo = self.helo.clone().unwrap_or_default();
         let header = received(&Trace {
             helo: &helo,
-            client: Some(self.peer.ip()),
+            client: self.peer.ip(),
             hostname: &self.ctx.hostname,
             with,
             id: tx.id.as_str(),
@@ -600,8 +669,8 @@ impl Session {
             id: tx.id.clone(),
             mail_from: tx.from.clone(),
             helo,
-            client: Some(self.peer.ip()),
-            auth_user: None,
+            client: self.peer.ip(),
+            auth_user: self.auth_user.clone(),
             tag: self.ctx.tag.clone(),
             received_at: now
                 .duration_since(UNIX_EPOCH)
@@ -631,6 +700,188 @@ impl Session {
         }
     }
 
+    /// For an authenticated session without `masquerade`: the first `From:` address the
+    /// login does not own, if any.
+    fn forged_from(&self, body: &[u8]) -> Option<String> {
+        let login = self.auth_user.as_ref()?;
+        let senders = self.ctx.senders.as_ref();
+        if senders.is_some_and(|(_, masquerade)| *masquerade) {
+            return None;
+        }
+        let rules = self.shared.runtime().rules.clone();
+        let senders = senders.map(|(t, _)| t.as_str());
+        let addrs = header_addresses(body, "from");
+        if addrs.is_empty() {
+            return None;
+        }
+        addrs.into_iter().find(|a| match Address::parse(a) {
+            Ok(addr) => !rules.sender_owned(login, &addr, senders),
+            Err(_) => true,
+        })
+    }
+
+    /// Reads one line of a SASL exchange; None (after replying) when it is too long.
+    async fn sasl_line(&mut self, limits: &crate::Limits) -> Result<Option<Vec<u8>>, Stop> {
+        loop {
+            match take_line(&self.input, limits.max_line) {
+                Line::NeedMore => self.read_more(limits.command_timeout).await?,
+                Line::TooLong(_) => {
+                    loop {
+                        let (n, found_lf) = discard_line(&self.input);
+                        self.input.drain(..n.min(self.input.len()));
+                        if found_lf {
+                            break;
+                        }
+                        self.read_more(limits.command_timeout).await?;
+                    }
+                    self.reply(500, "5.5.2", "Line too long");
+                    self.errors += 1;
+                    return Ok(None);
+                }
+                Line::Complete(line, n) => {
+                    self.input.drain(..n.min(self.input.len()));
+                    return Ok(Some(line));
+                }
+            }
+        }
+    }
+
+    /// Asks for one SASL response with `334 CHALLENGE`; None when cancelled (`*`), too long
+    /// or not base64 (the reply is sent).
+    async fn sasl_response(
+        &mut self,
+        challenge: &str,
+        limits: &crate::Limits,
+    ) -> Result<Option<Vec<u8>>, Stop> {
+        self.output
+            .extend_from_slice(format!("334 {challenge}\r\n").as_bytes());
+        let Some(line) = self.sasl_line(limits).await? else {
+            return Ok(None);
+        };
+        Ok(self.sasl_decode(&line))
+    }
+
+    fn sasl_decode(&mut self, b64: &[u8]) -> Option<Vec<u8>> {
+        if b64 == b"*" {
+            self.reply(501, "5.7.0", "Authentication cancelled");
+            return None;
+        }
+        match crate::auth::decode(b64) {
+            Some(d) => Some(d),
+            None => {
+                self.reply(501, "5.5.2", "Invalid base64 data");
+                self.errors += 1;
+                None
+            }
+        }
+    }
+
+    /// AUTH PLAIN / LOGIN (RFC 4954), over TLS only, on listeners with `auth`.
+    async fn auth(
+        &mut self,
+        mechanism: &str,
+        initial: Option<String>,
+        limits: &crate::Limits,
+    ) -> Result<(), Stop> {
+        let Some(policy) = self.ctx.auth.clone() else {
+            self.reply(503, "5.5.1", "AUTH not available on this listener");
+            self.errors += 1;
+            return Ok(());
+        };
+        if !self.tls {
+            self.reply(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            );
+            self.errors += 1;
+            return Ok(());
+        }
+        if self.auth_user.is_some() || self.tx.is_some() || self.helo.is_none() {
+            self.reply(503, "5.5.1", "AUTH not allowed now");
+            self.errors += 1;
+            return Ok(());
+        }
+        let ip = self.peer.ip();
+        if ip.is_some_and(|ip| self.shared.auth_failures.gate(ip) == crate::auth::Gate::Blocked) {
+            self.reply(
+                454,
+                "4.7.0",
+                "Too many authentication failures, try again later",
+            );
+            return Ok(());
+        }
+        let credentials = match mechanism {
+            "PLAIN" => {
+                let decoded = match initial {
+                    Some(i) => self.sasl_decode(i.as_bytes()),
+                    None => self.sasl_response("", limits).await?,
+                };
+                let Some(decoded) = decoded else {
+                    return Ok(());
+                };
+                crate::auth::parse_plain(&decoded)
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(i) => self.sasl_decode(i.as_bytes()),
+                    None => {
+                        self.sasl_response(&crate::auth::encode("Username:"), limits)
+                            .await?
+                    }
+                };
+                let Some(user) = user else { return Ok(()) };
+                let Some(pass) = self
+                    .sasl_response(&crate::auth::encode("Password:"), limits)
+                    .await?
+                else {
+                    return Ok(());
+                };
+                String::from_utf8(user)
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .map(|u| (u, pass))
+            }
+            _ => {
+                self.reply(504, "5.5.4", "Unrecognized authentication type");
+                self.errors += 1;
+                return Ok(());
+            }
+        };
+        let ok = match &credentials {
+            Some((user, pass)) => {
+                let rules = self.shared.runtime().rules.clone();
+                let (table, user, pass) = (policy.table.clone(), user.clone(), pass.clone());
+                tokio::task::spawn_blocking(move || rules.check_password(&table, &user, &pass))
+                    .await
+                    .unwrap_or(false)
+            }
+            None => false,
+        };
+        let login = credentials.map(|(u, _)| u).unwrap_or_default();
+        if ok {
+            if let Some(ip) = ip {
+                self.shared.auth_failures.succeeded(ip);
+            }
+            info!(
+                "smtp session={} event=auth user={login} mechanism={mechanism} result=ok",
+                self.id
+            );
+            self.auth_user = Some(login);
+            self.reply(235, "2.7.0", "Authentication successful");
+        } else {
+            let delay = ip
+                .map(|ip| self.shared.auth_failures.failed(ip))
+                .unwrap_or_default();
+            warn!("smtp session={} event=auth user={login:?} mechanism={mechanism} result=failed client={}", self.id, self.peer);
+            self.flush().await?;
+            tokio::time::sleep(delay).await;
+            self.reply(535, "5.7.8", "Authentication credentials invalid");
+            self.errors += 1;
+        }
+        Ok(())
+    }
+
     async fn start_tls(&mut self) -> Result<(), Stop> {
         let Some(cfg) = self.ctx.tls.clone() else {
             return Err(Stop::Done);
@@ -653,5 +904,93 @@ impl Session {
             }
             Err(_) => Err(Stop::Lost),
         }
+    }
+}
+
+/// The addresses in the header fields named `name` (case-insensitive) of a message: unfolded,
+/// `Name <a@b>` and bare `a@b` forms, quoted strings and comments skipped.
+pub(crate) fn header_addresses(message: &[u8], name: &str) -> Vec<String> {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |i| i + 2);
+    let head = String::from_utf8_lossy(&message[..end]);
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(last) = fields.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else if !line.is_empty() {
+            fields.push(line.to_string());
+        }
+    }
+    let mut out = Vec::new();
+    for f in fields {
+        let Some((n, value)) = f.split_once(':') else {
+            continue;
+        };
+        if !n.trim().eq_ignore_ascii_case(name) {
+            continue;
+        }
+        // Split at commas outside quotes, angle brackets and comments.
+        let (mut depth, mut quoted, mut angle, mut cur) = (0u32, false, false, String::new());
+        let mut parts = Vec::new();
+        for c in value.chars() {
+            match c {
+                '"' if depth == 0 => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted && depth > 0 => depth -= 1,
+                '<' if !quoted && depth == 0 => angle = true,
+                '>' if !quoted && depth == 0 => angle = false,
+                ',' if !quoted && depth == 0 && !angle => {
+                    parts.push(std::mem::take(&mut cur));
+                    continue;
+                }
+                _ => {}
+            }
+            cur.push(c);
+        }
+        parts.push(cur);
+        for p in parts {
+            let addr = match (p.rfind('<'), p.rfind('>')) {
+                (Some(a), Some(b)) if a < b => p[a + 1..b].trim().to_string(),
+                _ => {
+                    // Bare address: drop comments.
+                    let mut s = String::new();
+                    let mut d = 0u32;
+                    for c in p.chars() {
+                        match c {
+                            '(' => d += 1,
+                            ')' if d > 0 => d -= 1,
+                            _ if d == 0 => s.push(c),
+                            _ => {}
+                        }
+                    }
+                    s.trim().to_string()
+                }
+            };
+            if !addr.is_empty() {
+                out.push(addr);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_addresses;
+
+    #[test]
+    fn from_addresses_are_found_in_every_form() {
+        let m = b"Subject: x\r\nFrom: \"Doe, J\" <j@x.test>,\r\n  other@y.test (comment)\r\nTo: z@z.test\r\n\r\nFrom: body@no.test\r\n";
+        assert_eq!(
+            header_addresses(m, "from"),
+            vec!["j@x.test".to_string(), "other@y.test".to_string()]
+        );
+        assert_eq!(header_addresses(m, "to"), vec!["z@z.test".to_string()]);
+        assert!(header_addresses(b"X: y\r\n\r\n", "from").is_empty());
     }
 }

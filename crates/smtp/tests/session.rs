@@ -7,7 +7,7 @@ use std::time::Duration;
 use ownmail_config::table::Table;
 use ownmail_config::{parse_str, Diagnostics, ParseOptions};
 use ownmail_rules::Ruleset;
-use ownmail_smtp::{run_session, Limits, ListenerCtx, Runtime, Shared, TlsMode};
+use ownmail_smtp::{run_session, Limits, ListenerCtx, Peer, Runtime, Shared, TlsMode};
 use ownmail_types::{BoxFuture, Envelope, MessageSink};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
@@ -72,12 +72,14 @@ async fn connect(limits: Limits) -> Client {
         tls_mode: TlsMode::None,
         tls: None,
         tag: None,
+        auth: None,
+        senders: None,
     });
     let (client, server) = tokio::io::duplex(1 << 20);
     let (stop, stop_rx) = watch::channel(false);
     let peer = "198.51.100.7:40000".parse().expect("addr");
     tokio::spawn(async move {
-        run_session(Box::new(server), peer, peer, ctx, shared, stop_rx).await;
+        run_session(Box::new(server), Peer::Tcp(peer), ctx, shared, stop_rx).await;
         drop(dir);
     });
     let mut c = Client {

@@ -215,3 +215,65 @@ fn mbox_and_lmtp_get_the_expanded_local_user() {
     }
     assert!(dests(&rs, &outside(), "no-such-user-xyz@localhost").is_err());
 }
+
+#[test]
+fn the_article_login_mayeu_owns_what_is_delivered_to_m() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rs = article_v2(dir.path());
+    let a = |s: &str| Address::parse(s).expect("addr");
+    assert_eq!(
+        rs.login_mailboxes("mayeu").into_iter().collect::<Vec<_>>(),
+        vec!["m".to_string()]
+    );
+    for own in [
+        "m@example.org",
+        "mayeu@example.org",
+        "m+tag@example.org",
+        "Mayeu@Example.org",
+        "root@localhost",
+    ] {
+        assert!(rs.sender_owned("mayeu", &a(own), None), "{own}");
+    }
+    for other in ["nobody-here@example.org", "x@elsewhere.test"] {
+        assert!(!rs.sender_owned("mayeu", &a(other), None), "{other}");
+    }
+}
+
+#[test]
+fn a_senders_table_lists_what_a_login_may_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("senders"),
+        "mayeu m@example.org, @other.test\n",
+    )
+    .expect("write");
+    let conf = format!(
+        "table senders file:{}/senders\naction a mbox\nmatch from any for local action a\n",
+        dir.path().display()
+    );
+    let rs = ruleset(&conf);
+    let a = |s: &str| Address::parse(s).expect("addr");
+    assert!(rs.sender_owned("mayeu", &a("m@example.org"), Some("senders")));
+    assert!(rs.sender_owned("mayeu", &a("anyone@other.test"), Some("senders")));
+    assert!(!rs.sender_owned("mayeu", &a("mayeu@example.org"), Some("senders")));
+    assert!(!rs.sender_owned("stranger", &a("m@example.org"), Some("senders")));
+}
+
+#[test]
+fn passwords_are_checked_against_the_credentials_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("auth"),
+        "# User smtpd auth\nmayeu       mayeu:$6$thesupersalt$NTH5FbDaiFCq93bQbvuBnf8tP.tnUSj8djA8UVO2tYlXPf2/6bbDl8sUDs71Ndx8xmq2n6QcG4Gac50NvHPQM.\n",
+    )
+    .expect("write");
+    let conf = format!(
+        "table auth file:{}/auth\nlisten on lo auth <auth>\n",
+        dir.path().display()
+    );
+    let rs = ruleset(&conf);
+    assert!(rs.check_password("auth", "mayeu", b"mysupersecretpassword"));
+    assert!(!rs.check_password("auth", "mayeu", b"wrong"));
+    assert!(!rs.check_password("auth", "nobody", b"mysupersecretpassword"));
+    assert!(!rs.check_password("nosuchtable", "mayeu", b"mysupersecretpassword"));
+}
