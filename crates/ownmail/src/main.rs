@@ -1,11 +1,14 @@
 //! The `ownmail` binary: command line and wiring only. Each subcommand hands its work to the
 //! crate that owns it (configuration and tables to `ownmail-config`, password hashes to
-//! `ownmail-auth`). Called as `makemap`, it behaves as `ownmail makemap`.
+//! `ownmail-auth`). Called as `makemap`, `mailq`, `newaliases` or `sendmail`, it behaves as
+//! that subcommand.
 
 mod bounce;
 mod control;
+mod newaliases;
 mod queue_cmd;
 mod serve;
+mod user_cmd;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -74,6 +77,20 @@ enum Command {
     },
     /// Print a SHA-512-crypt hash of PASSWORD (or of one line of standard input).
     Encrypt { password: Option<String> },
+    /// Manage a passwd: users file (Dovecot passwd-file format).
+    User {
+        #[command(subcommand)]
+        action: user_cmd::UserAction,
+    },
+    /// Rebuild every db: table of the configuration from its source file.
+    Newaliases {
+        /// The configuration file.
+        #[arg(short = 'f', long = "file", default_value = "/etc/ownmail/smtpd.conf")]
+        file: PathBuf,
+        /// Where `certificate NAME` finds NAME.crt and NAME.key.
+        #[arg(long, default_value = "/etc/certs")]
+        pki_dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +110,10 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     if called_as == "makemap" {
         args.insert(1, "makemap".into());
+    }
+    // Called as `newaliases [-f FILE]`: behave as `ownmail newaliases [-f FILE]`.
+    if called_as == "newaliases" {
+        args.insert(1, "newaliases".into());
     }
     // Called as `mailq [--spool DIR]`: behave as `ownmail queue [--spool DIR] list`.
     if called_as == "mailq" {
@@ -120,6 +141,8 @@ fn main() -> ExitCode {
         Command::Queue { spool, action } => queue_cmd::queue_command(&spool, action),
         Command::Makemap { kind, file } => make_map(&file, kind),
         Command::Encrypt { password } => encrypt(password),
+        Command::User { action } => user_cmd::user_command(action),
+        Command::Newaliases { file, pki_dir } => newaliases::newaliases(&file, &pki_dir),
     }
 }
 
