@@ -2082,3 +2082,270 @@ def check_failure_dsn(data, *, rcpt, subject, diagnostic=None, full=False, other
         f"the returned headers carry Subject {d.original_header('Subject')!r}, "
         f"not {subject!r}")
     return d
+
+
+# =========================================================================== submission
+#
+# Helpers for the submission tests (test_submission_*.py, SPEC §5.5): SMTP AUTH over TLS,
+# sender ownership, open-relay refusals, local submission with `ownmail sendmail`.
+#
+# - ``sha512_crypt(password)`` -> a `$6$` crypt(3) hash (Python's crypt, else openssl).
+# - ``b64(data)``, ``sasl_plain(user, password, authzid="")`` -> base64 text (no newline).
+# - ``tls_session(c, name=...)``: EHLO, STARTTLS, TLS handshake, EHLO again; returns the
+#   second EHLO reply. ``auth_plain(c, user, password)`` (SASL-IR), ``auth_plain_prompted``
+#   (`AUTH PLAIN`, `334 `, response), ``auth_login(c, user, password)``: each returns the
+#   final reply, unchecked (the caller asserts 235 or 535).
+# - ``send_data(c, msg)``: `DATA`, 354, the dot-stuffed message and `.`; returns the reply.
+# - ``vm_rss_kib(pid)``: VmRSS of a process from /proc/PID/status.
+# - ``submission_world(ownmail, pki, ...)``: a context manager -> SubmissionWorld: the
+#   article's v3 configuration (aliases.v3, vusers.v3, smtpdauth.v3-fixed, made with
+#   `ownmail makemap`; vusers pointing into <root>/var/vmail) running in a network namespace
+#   with lo and eth0 (192.0.2.10), and a second namespace ("outside") holding eth0's veth
+#   peer as 192.0.2.11 (plus ``extra_outside_addrs``): a client from another host;
+#   ``fresh_addrs=N`` adds N more outside addresses (192.0.2.100 on) that
+#   ``world.fresh_addr()`` hands out one by one, so that a test's failed logins do not
+#   count against the address the other tests use (the brute-force defence). Hooks
+#   ``edit(world_root, etc_dir, conf_path)`` change tables or config before makemap;
+#   ``dns=True`` starts a test DnsServer in the server's namespace and writes
+#   `resolver 127.0.0.1:PORT` at the top of the config; ``world.sink(host)`` starts an
+#   SmtpSink in the server's namespace (127.0.0.2:25 is not a listen address of ownmail).
+
+SUBMIT_LOGIN = "mayeu"                      # tests/e2e/article/smtpdauth.v3-fixed
+SUBMIT_PASSWORD = "mysupersecretpassword"   # the article's perl crypt() example
+SERVER_ETH0_ADDR = "192.0.2.10"
+OUTSIDE_ADDR = "192.0.2.11"
+
+
+def sha512_crypt(password):
+    """A SHA-512-crypt (`$6$`) hash of password with a random salt."""
+    try:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt as _crypt
+        h = _crypt.crypt(password, _crypt.mksalt(_crypt.METHOD_SHA512))
+        if h and h.startswith("$6$"):
+            return h
+    except ImportError:  # Python 3.13+: no crypt module
+        pass
+    rc, out, err = run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n")
+    assert rc == 0 and out.startswith("$6$"), f"openssl passwd -6 failed: {err}"
+    return out.strip()
+
+
+def b64(data):
+    import base64
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return base64.b64encode(data).decode("ascii")
+
+
+def sasl_plain(user, password, authzid=""):
+    """The RFC 4616 PLAIN message `authzid NUL user NUL password`, base64-encoded."""
+    return b64(f"{authzid}\0{user}\0{password}")
+
+
+def tls_session(c, name="client.test"):
+    """EHLO, STARTTLS (220), TLS handshake, EHLO again; returns the second EHLO reply."""
+    kw = c.ehlo(name).keywords
+    assert "STARTTLS" in kw, f"STARTTLS is not offered: {kw}\n{c.dialogue()}"
+    c.cmd("STARTTLS", 220)
+    c.starttls()
+    return c.ehlo(name)
+
+
+def auth_plain(c, user, password, authzid=""):
+    """`AUTH PLAIN <initial response>` (RFC 4954 SASL-IR); returns the reply."""
+    return c.cmd(f"AUTH PLAIN {sasl_plain(user, password, authzid)}")
+
+
+def auth_plain_prompted(c, user, password):
+    """`AUTH PLAIN`, the `334 ` prompt, then the response; returns the final reply."""
+    c.cmd("AUTH PLAIN", 334)
+    return c.cmd(sasl_plain(user, password))
+
+
+def auth_login(c, user, password):
+    """`AUTH LOGIN`, user name and password each after a `334` prompt; returns the reply."""
+    c.cmd("AUTH LOGIN", 334)
+    r = c.cmd(b64(user))
+    if r.code != 334:
+        return r
+    return c.cmd(b64(password))
+
+
+def dot_stuffed(msg):
+    out = msg.replace(b"\r\n.", b"\r\n..")
+    return b"." + out if out.startswith(b".") else out
+
+
+def send_data(c, msg, timeout=None):
+    """DATA (354 expected), the message dot-stuffed and `.`; returns the final reply."""
+    c.cmd("DATA", 354)
+    c.send(dot_stuffed(msg) + b".\r\n")
+    return c.reply(timeout)
+
+
+def vm_rss_kib(pid):
+    """The resident set size (VmRSS, KiB) of process pid."""
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+class SubmissionWorld:
+    """The article's v3 server in a namespace (``ns``) and a client namespace (``outside``).
+
+    ``server`` (OwnmailServer), ``root``, ``etc``, ``conf``, ``maildir`` (m's Maildir),
+    ``spool``, ``dns`` (DnsServer or None)."""
+
+    def __init__(self, ownmail, root, ns, outside, conf, server, dns, peers, fresh=()):
+        self.ownmail, self.root, self.ns, self.outside = ownmail, root, ns, outside
+        self.etc = root / "etc"
+        self.conf, self.server, self.dns, self.peers = conf, server, dns, peers
+        self.spool = server.spool
+        self.maildir = root / "var" / "vmail" / "m"
+        self._fresh = list(fresh)
+        self._fresh_lock = threading.Lock()
+
+    def fresh_addr(self):
+        """An outside address no earlier fresh_addr() call returned (see fresh_addrs=)."""
+        with self._fresh_lock:
+            assert self._fresh, "no fresh outside address left: raise fresh_addrs="
+            return self._fresh.pop(0)
+
+    def maildir_of(self, user):
+        return self.root / "var" / "vmail" / user
+
+    def client(self, port=587, *, source=OUTSIDE_ADDR, host=SERVER_ETH0_ADDR, timeout=10,
+               greeting=True):
+        """A raw SmtpClient from the outside namespace to host:port (220 read)."""
+        c = SmtpClient.connect(host, port, ns=self.outside, timeout=timeout, source=source)
+        if greeting:
+            try:
+                c.expect(220)
+            except BaseException:
+                c.close()
+                raise
+        return c
+
+    def tls_client(self, port=587, **kw):
+        """client() after EHLO, STARTTLS and EHLO again; ``.ehlo_reply`` holds the last EHLO."""
+        c = self.client(port, **kw)
+        try:
+            c.ehlo_reply = tls_session(c)
+        except BaseException:
+            c.close()
+            raise
+        return c
+
+    def auth_client(self, user=SUBMIT_LOGIN, password=SUBMIT_PASSWORD, **kw):
+        """tls_client() authenticated with AUTH PLAIN (235 asserted)."""
+        c = self.tls_client(**kw)
+        try:
+            r = auth_plain(c, user, password)
+            assert r.code == 235, f"AUTH PLAIN as {user} -> {r}\n{c.dialogue()}"
+        except BaseException:
+            c.close()
+            raise
+        return c
+
+    def local_client(self, port=25):
+        """A raw SmtpClient from 127.0.0.1 inside the server's namespace (220 read)."""
+        return self.server.connect(port)
+
+    def sink(self, host, port=25, **kw):
+        s = SmtpSink(host, port, ns=self.ns, **kw).start()
+        self.peers.append(s)
+        return s
+
+    def queue(self, *args, timeout=30):
+        """`ownmail queue --spool SPOOL ARGS...` in the server's namespace."""
+        rc, out, err = self.ns([self.ownmail, "queue", "--spool", self.spool, *args],
+                               timeout=timeout)
+        assert_no_panic(err)
+        return rc, out, err
+
+    def wait_queue_list(self, *needles, timeout=20):
+        out = err = ""
+        rc = None
+        for _ in deadline_loop(timeout, 0.3):
+            rc, out, err = self.queue("list")
+            if rc == 0 and all(n in out for n in needles):
+                return out
+        pytest.fail(f"`ownmail queue list` (exit {rc}) does not show {list(needles)} within "
+                    f"{timeout}s:\n--- stdout ---\n{out}\n--- stderr ---\n{err}\n"
+                    f"--- ownmail stderr tail ---\n{self.server.log_tail()}")
+
+    def __repr__(self):
+        return f"SubmissionWorld({self.root})"
+
+
+def rewrite_vusers(root):
+    """vusers.v3 says /var/vmail/m: make it <root>/var/vmail/m."""
+    vusers = Path(root) / "etc" / "vusers"
+    text = vusers.read_text(encoding="utf-8")
+    assert "/var/vmail/" in text, text
+    vusers.write_text(text.replace("/var/vmail/", f"{root}/var/vmail/"), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def submission_world(ownmail, pki, *, conf_name="smtpd.conf.v3", tables=V3_TABLES, edit=None,
+                     makemap=None, dns=False, verbose=False, extra_outside_addrs=(),
+                     fresh_addrs=0, ready_timeout=READY_TIMEOUT):
+    """See the section comment above. ``makemap`` (default: every file under etc/ that the
+    config names as db:PATH.db) lists the etc/ file names to run `ownmail makemap` on."""
+    with world_tmpdir("om-submit-") as root, make_netns(eth0=True) as ns, \
+            make_netns(eth0=False) as outside:
+        _ip("-n", ns.name, "link", "set", "eth0p", "netns", outside.name)
+        _ip("-n", outside.name, "addr", "add", f"{OUTSIDE_ADDR}/24", "dev", "eth0p")
+        for a in extra_outside_addrs:
+            _ip("-n", outside.name, "addr", "add", f"{a}/24", "dev", "eth0p")
+        assert fresh_addrs <= 150, fresh_addrs
+        fresh = [f"192.0.2.{100 + i}" for i in range(fresh_addrs)]
+        if fresh:
+            rc, _, err = run(["ip", "-n", outside.name, "-batch", "-"],
+                             input="".join(f"addr add {a}/24 dev eth0p\n" for a in fresh))
+            assert rc == 0, f"ip -batch (outside addresses) failed: {err}"
+        _ip("-n", outside.name, "link", "set", "eth0p", "up")
+
+        conf = install_article(root, conf_name, tables)
+        etc = root / "etc"
+        etc.chmod(0o755)
+        rewrite_vusers(root)
+        make_vmail_dir(root)
+        peers = []
+        server = None
+        try:
+            dns_server = None
+            if dns:
+                dns_server = DnsServer(ns=ns).start()
+                peers.append(dns_server)
+                text = conf.read_text(encoding="utf-8")
+                conf.write_text(f"# the test's DNS server\n{dns_server.resolver_line}\n\n"
+                                + text, encoding="utf-8")
+            if edit is not None:
+                edit(root, etc, conf)
+            text = conf.read_text(encoding="utf-8")
+            if makemap is None:
+                names = re.findall(r"\bdb:(\S+)\.db\b", text)
+                makemap = [Path(n).name for n in names if Path(n).parent == etc]
+            for name in makemap:
+                rc, _, err = run([ownmail, "makemap", etc / name])
+                assert_no_panic(err)
+                assert rc == 0, f"ownmail makemap {etc / name} failed:\n{err}"
+            server = start_ownmail(ownmail, conf, spool=root / "spool", pki_dir=pki, ns=ns,
+                                   verbose=verbose, ready_timeout=ready_timeout)
+            world = SubmissionWorld(ownmail, root, ns, outside, conf, server, dns_server, peers,
+                                    fresh)
+            yield world
+        finally:
+            if server is not None:
+                stop_ownmail(server)
+            for p in reversed(peers):
+                try:
+                    p.stop()
+                except Exception as e:  # keep stopping the others
+                    print(f"stopping {p}: {e}")

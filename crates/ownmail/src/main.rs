@@ -7,6 +7,7 @@ mod bounce;
 mod control;
 mod newaliases;
 mod queue_cmd;
+mod sendmail;
 mod serve;
 mod user_cmd;
 
@@ -77,6 +78,9 @@ enum Command {
     },
     /// Print a SHA-512-crypt hash of PASSWORD (or of one line of standard input).
     Encrypt { password: Option<String> },
+    /// Submit the message on standard input through the running daemon, like
+    /// /usr/sbin/sendmail (also when called as `sendmail`).
+    Sendmail(Box<sendmail::SendmailArgs>),
     /// Manage a passwd: users file (Dovecot passwd-file format).
     User {
         #[command(subcommand)]
@@ -111,6 +115,10 @@ fn main() -> ExitCode {
     if called_as == "makemap" {
         args.insert(1, "makemap".into());
     }
+    // Called as `sendmail [FLAGS] [RCPT...]`: behave as `ownmail sendmail [FLAGS] [RCPT...]`.
+    if called_as == "sendmail" {
+        args.insert(1, "sendmail".into());
+    }
     // Called as `newaliases [-f FILE]`: behave as `ownmail newaliases [-f FILE]`.
     if called_as == "newaliases" {
         args.insert(1, "newaliases".into());
@@ -141,6 +149,7 @@ fn main() -> ExitCode {
         Command::Queue { spool, action } => queue_cmd::queue_command(&spool, action),
         Command::Makemap { kind, file } => make_map(&file, kind),
         Command::Encrypt { password } => encrypt(password),
+        Command::Sendmail(args) => sendmail::sendmail(*args),
         Command::User { action } => user_cmd::user_command(action),
         Command::Newaliases { file, pki_dir } => newaliases::newaliases(&file, &pki_dir),
     }
