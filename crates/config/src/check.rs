@@ -44,6 +44,13 @@ pub fn check_file(path: &Path, opts: &ParseOptions) -> Checked {
         if let Err(m) = resolve_listen(&l.on, l.family) {
             diags.error(&l.on_pos, m);
         }
+        if l.auth.as_ref().is_some_and(|a| a.table.is_none()) {
+            diags.warning(
+                &l.pos,
+                "auth without a table: ownmail does not read the system's accounts, so no login \
+                 will succeed; name a credentials table (auth <table>)",
+            );
+        }
     }
     for l in &config.imap.listeners {
         if let Err(m) = resolve_listen(&l.on, None) {
