@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Trace<'a> {
     pub helo: &'a str,
     pub client: Option<IpAddr>,
+    /// For local submission: the submitting program's uid.
+    pub local_uid: Option<u32>,
     pub hostname: &'a str,
     /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA`, `UTF8SMTPS`… (RFC 3848, RFC 6531).
     pub with: String,
@@ -19,7 +21,10 @@ pub struct Trace<'a> {
 pub fn received(t: &Trace) -> String {
     let from = match t.client {
         Some(ip) => format!("from {} ([{}])", sanitize(t.helo), ip),
-        None => format!("from {} (local)", sanitize(t.helo)),
+        None => match t.local_uid {
+            Some(uid) => format!("from {} (local, uid {uid})", sanitize(t.helo)),
+            None => format!("from {} (local)", sanitize(t.helo)),
+        },
     };
     let mut h = format!(
         "Received: {from}\r\n\tby {} (ownmail) with {} id {}",
@@ -97,6 +102,7 @@ mod tests {
         let h = received(&Trace {
             helo: "client.test\r\nX-Evil: 1",
             client: Some("192.0.2.1".parse().expect("ip")),
+            local_uid: None,
             hostname: "mx.example.org",
             with: "ESMTPS".into(),
             id: "0123456789abcdef0123",

@@ -643,6 +643,10 @@ impl Session {
         let header = received(&Trace {
             helo: &helo,
             client: self.peer.ip(),
+            local_uid: match self.peer {
+                Peer::Local { uid } => Some(uid),
+                Peer::Tcp(_) => None,
+            },
             hostname: &self.ctx.hostname,
             with,
             id: tx.id.as_str(),
