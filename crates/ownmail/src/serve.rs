@@ -252,7 +252,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     };
     let queue = Queue::open(&args.spool, queue_opts)
         .map_err(|e| format!("cannot open the spool {}: {e}", args.spool.display()))?;
-    let relay = RelayCourier::new(RelayOptions {
+    let relay_opts = RelayOptions {
         hostname: host.clone(),
         local_addrs: listen_addrs.clone(),
         resolvers: checked.config.resolvers.clone(),
@@ -261,7 +261,20 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
         command_timeout: Duration::from_secs(120),
         data_timeout: Duration::from_secs(600),
         max_received: 100,
-    })?;
+    };
+    let relay = match RelayCourier::new(relay_opts.clone()) {
+        Ok(r) => r,
+        // A host without a usable /etc/resolv.conf still receives mail; relaying waits (and
+        // retries) until DNS answers on the local resolver address.
+        Err(e) if relay_opts.resolvers.is_empty() => {
+            warn!("relay event=no-system-dns error=\"{e}\": using 127.0.0.1:53; set `resolver` in the configuration");
+            RelayCourier::new(RelayOptions {
+                resolvers: vec![SocketAddr::from(([127, 0, 0, 1], 53))],
+                ..relay_opts
+            })?
+        }
+        Err(e) => return Err(e),
+    };
     let courier = Arc::new(Dispatcher::new(
         LocalCourier::new(LocalOptions {
             hostname: host.clone(),
