@@ -1,5 +1,12 @@
-//! Maildir++ folders (SPEC §5.3): the mail store that local delivery writes and IMAP (later)
+//! Maildir++ folders (SPEC §5.3, §5.6): the mail store that local delivery writes and IMAP
 //! reads. This crate owns the on-disk layout; nobody else composes paths inside a Maildir.
+//!
+//! Two faces: [`Maildir`] for delivery (create folders, drop a message into `new/`), and
+//! [`MailStore`] / [`Folder`] for IMAP (folder names and LIST, subscriptions, special-use
+//! folders, flags in file names, Dovecot's `dovecot-keywords` and `dovecot-uidlist`, APPEND,
+//! COPY, MOVE, EXPUNGE). Module map: `name` (IMAP names ↔ `.A.B` directories, isolation),
+//! `flags` (`:2,` letters, keywords), `uidlist` (the UID list format and its dot-lock),
+//! `store` (folders and messages), `error` (the typed [`StoreError`]).
 //!
 //! Layout: a Maildir is a directory with `tmp/`, `new/` and `cur/`. Maildir++ subfolders are
 //! sibling directories inside the main one, named `.` + the folder name, with hierarchy levels
@@ -10,8 +17,10 @@
 //! - **Delivery** only ever creates a file in `tmp/` and renames it into `new/`. It never reads,
 //!   renames or removes anything in `new/` or `cur/` (the one exception: its own file, removed
 //!   again if syncing `new/` failed right after the rename).
-//! - **IMAP** (later) is the only one that moves files `new/` → `cur/`, renames files in `cur/`
-//!   to change their `:2,FLAGS`, and removes messages.
+//! - **IMAP** ([`Folder`]) is the only one that moves files `new/` → `cur/`, renames files in
+//!   `cur/` to change their `:2,FLAGS`, removes messages, and writes `dovecot-uidlist`,
+//!   `dovecot-keywords` and `subscriptions` — always holding the folder's
+//!   `dovecot-uidlist.lock`, so concurrent sessions serialise while delivery never waits.
 //!
 //! Invariants:
 //! - A file appears in `new/` only complete: it was written in `tmp/`, fsynced, renamed, and
@@ -254,7 +263,7 @@ fn at(path: &Path, e: io::Error) -> io::Error {
 
 /// `<secs>.M<usecs>P<pid>Q<counter>.<host>,S=<size>`: the usual Maildir form (Courier's
 /// `Q` delivery counter keeps two deliveries in the same microsecond apart).
-fn unique_name(size: u64) -> String {
+pub(crate) fn unique_name(size: u64) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -300,5 +309,19 @@ pub fn size_from_name(name: &str) -> Option<u64> {
         .ok()
 }
 
+mod error;
+mod flags;
+mod name;
+mod store;
+mod uidlist;
+
+pub use error::{NameError, Result, StoreError};
+pub use flags::{check_keyword, split_info, Flags, Keywords, FORWARDED, MAX_KEYWORDS};
+pub use name::{is_inbox, FolderName, SpecialUse};
+pub use store::{Folder, FolderInfo, FolderState, MailStore, MessageInfo};
+pub use uidlist::{Uid, UidList, UidValidity, LOCK as UIDLIST_LOCK, UIDLIST};
+
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,850 @@
+//! The IMAP-facing side of a user's Maildir: folders ([`MailStore`]) and the messages in one
+//! folder ([`Folder`]).
+//!
+//! Ownership (see the crate header): this module is the only one that moves files out of
+//! `new/`, renames files in `cur/`, removes messages, and writes `dovecot-uidlist`,
+//! `dovecot-keywords` and `subscriptions`. Every change to a folder's messages happens while
+//! holding that folder's `dovecot-uidlist.lock`, so two IMAP sessions (or ownmail and a
+//! Dovecot on the same Maildir) serialise; delivery takes no lock — it only adds complete
+//! files to `new/`, which the next sync picks up.
+//!
+//! Only one folder lock is held at a time (COPY/MOVE link under the destination's lock, then
+//! remove under the source's), so two sessions copying in opposite directions cannot deadlock.
+//! A crash between the two halves of a MOVE leaves the message in both folders, never in none.
+//!
+//! Folder directories are used only if they are real directories, not symbolic links.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use crate::error::{io_at, Result, StoreError};
+use crate::flags::{split_info, Flags, Keywords};
+use crate::name::{is_inbox, FolderName, SpecialUse};
+use crate::uidlist::{
+    self, libc_nofollow, sync_dir, write_durable, DotLock, Uid, UidList, UidValidity, LOCK_WAIT,
+    STALE_AFTER,
+};
+use crate::{unique_name, Maildir, Owner};
+
+const KEYWORDS: &str = "dovecot-keywords";
+const SUBSCRIPTIONS: &str = "subscriptions";
+const SUBSCRIPTIONS_LOCK: &str = "subscriptions.lock";
+const INBOX: &str = "INBOX";
+
+/// One user's mail: the Maildir at `root` (the INBOX) and its Maildir++ folders.
+#[derive(Clone, Debug)]
+pub struct MailStore {
+    root: PathBuf,
+}
+
+/// One line of LIST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// IMAP name: `INBOX`, `Lists/rust`.
+    pub name: String,
+    pub special_use: Option<SpecialUse>,
+    pub has_children: bool,
+    pub subscribed: bool,
+    /// False for a level that exists only because a folder below it does (`Lists` when only
+    /// `.Lists.rust` is on disk): `\NoSelect` / `\NonExistent` in LIST.
+    pub selectable: bool,
+}
+
+impl MailStore {
+    pub fn open(root: impl Into<PathBuf>) -> MailStore {
+        MailStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder `name` (IMAP form; `INBOX` in any case is the root). It must exist.
+    pub fn folder(&self, name: &str) -> Result<Folder> {
+        let (dir, name) = if is_inbox(name) {
+            (self.root.clone(), INBOX.to_string())
+        } else {
+            let n = parse_name(name)?;
+            (self.root.join(n.dir_name()), n.to_string())
+        };
+        match fs::symlink_metadata(dir.join("cur")) {
+            Ok(m) if m.is_dir() && is_real_dir(&dir) => Ok(Folder { name, dir }),
+            Ok(_) => Err(StoreError::NotFound(name)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(name)),
+            Err(e) => Err(io_at(&dir)(e)),
+        }
+    }
+
+    /// Creates folder `name` (a Maildir with `maildirfolder`). Levels above it need no
+    /// directory in Maildir++. Refuses INBOX and existing folders.
+    pub fn create_folder(&self, name: &str, owner: Option<Owner>) -> Result<Folder> {
+        if is_inbox(name) {
+            return Err(StoreError::AlreadyExists(INBOX.to_string()));
+        }
+        let n = parse_name(name)?;
+        Maildir::open(&self.root)
+            .ensure(owner)
+            .map_err(io_at(&self.root))?;
+        let dir = self.root.join(n.dir_name());
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::AlreadyExists(n.to_string()))
+            }
+            Err(e) => return Err(io_at(&dir)(e)),
+        }
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(&dir, Some(uid), Some(gid)).map_err(io_at(&dir))?;
+        }
+        let dotted = n.as_str().replace('/', ".");
+        Maildir::open(&self.root)
+            .folder(&dotted)
+            .and_then(|m| m.ensure(owner))
+            .map_err(io_at(&dir))?;
+        sync_dir(&self.root)?;
+        Ok(Folder {
+            name: n.to_string(),
+            dir,
+        })
+    }
+
+    /// Deletes folder `name` and its messages (not the folders below it, which are separate
+    /// directories in Maildir++ and stay). The directory is first renamed out of sight, so a
+    /// crash half-way leaves no half-deleted folder in LIST.
+    pub fn delete_folder(&self, name: &str) -> Result<()> {
+        if is_inbox(name) {
+            return Err(StoreError::NotAllowed("INBOX cannot be deleted".into()));
+        }
+        let n = parse_name(name)?;
+        let dir = self.root.join(n.dir_name());
+        if !is_real_dir(&dir) {
+            return Err(StoreError::NotFound(n.to_string()));
+        }
+        static N: AtomicU64 = AtomicU64::new(0);
+        // Starts with `..`: never a valid folder, so LIST skips it.
+        let trash = self.root.join(format!(
+            "..deleted.{}.{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::rename(&dir, &trash).map_err(io_at(&dir))?;
+        sync_dir(&self.root)?;
+        // remove_dir_all does not follow symbolic links inside the tree.
+        fs::remove_dir_all(&trash).map_err(io_at(&trash))
+    }
+
+    /// Renames `from` to `to`, with every folder below it (`A/x` → `B/x`), and carries their
+    /// subscriptions along. INBOX cannot be renamed (RFC 3501's move-the-messages special case
+    /// is left to the IMAP layer). The renames are one per directory, not atomic as a group.
+    pub fn rename_folder(&self, from: &str, to: &str) -> Result<()> {
+        if is_inbox(from) || is_inbox(to) {
+            return Err(StoreError::NotAllowed("INBOX cannot be renamed".into()));
+        }
+        let from = parse_name(from)?;
+        let to = parse_name(to)?;
+        if to == from || to.is_under(&from) {
+            return Err(StoreError::NotAllowed(format!(
+                "cannot rename {from} below itself"
+            )));
+        }
+        let all = self.disk_folders()?;
+        if all.iter().any(|f| *f == to || f.is_under(&to)) {
+            return Err(StoreError::AlreadyExists(to.to_string()));
+        }
+        let moving: Vec<&FolderName> = all
+            .iter()
+            .filter(|f| **f == from || f.is_under(&from))
+            .collect();
+        if moving.is_empty() {
+            return Err(StoreError::NotFound(from.to_string()));
+        }
+        // Check every new name first, so a too-long one fails before anything moves.
+        let mut plan = Vec::new();
+        for f in moving {
+            let new = renamed(f.as_str(), &from, &to);
+            let new = parse_name(&new)?;
+            plan.push((self.root.join(f.dir_name()), self.root.join(new.dir_name())));
+        }
+        for (old, new) in &plan {
+            if fs::symlink_metadata(new).is_ok() {
+                return Err(StoreError::AlreadyExists(to.to_string()));
+            }
+            fs::rename(old, new).map_err(io_at(old))?;
+        }
+        sync_dir(&self.root)?;
+        self.edit_subscriptions(|subs| {
+            for s in subs.iter_mut() {
+                if let Ok(n) = FolderName::parse(s) {
+                    if n == from || n.is_under(&from) {
+                        *s = renamed(s, &from, &to);
+                    }
+                }
+            }
+        })
+    }
+
+    /// INBOX, every folder on disk, and the levels above them that have no directory, with
+    /// their LIST attributes; INBOX first, then by name.
+    pub fn list_folders(&self) -> Result<Vec<FolderInfo>> {
+        let on_disk: BTreeSet<FolderName> = self.disk_folders()?.into_iter().collect();
+        let mut all: BTreeMap<FolderName, bool> = BTreeMap::new();
+        for f in &on_disk {
+            all.insert(f.clone(), true);
+            let mut p = f.parent();
+            while let Some(parent) = p {
+                p = parent.parent();
+                all.entry(parent).or_insert(false);
+            }
+        }
+        let subs = self.subscriptions()?;
+        let subscribed = |name: &str| {
+            subs.iter()
+                .any(|s| s == name || (is_inbox(name) && is_inbox(s)))
+        };
+        let mut out = vec![FolderInfo {
+            name: INBOX.to_string(),
+            special_use: None,
+            has_children: false,
+            subscribed: subscribed(INBOX),
+            selectable: true,
+        }];
+        for (name, selectable) in &all {
+            out.push(FolderInfo {
+                name: name.to_string(),
+                special_use: name.special_use(),
+                has_children: all.keys().any(|c| c.is_under(name)),
+                subscribed: subscribed(name.as_str()),
+                selectable: *selectable,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates the Maildir itself and Sent, Drafts, Trash, Junk and Archive where missing,
+    /// and subscribes them (as Dovecot's `auto = subscribe` does).
+    pub fn ensure_special_folders(&self, owner: Option<Owner>) -> Result<()> {
+        Maildir::open(&self.root)
+            .ensure(owner)
+            .map_err(io_at(&self.root))?;
+        for s in SpecialUse::ALL {
+            match self.create_folder(s.folder_name(), owner) {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.edit_subscriptions(|subs| {
+            for s in SpecialUse::ALL {
+                if !subs.iter().any(|x| x == s.folder_name()) {
+                    subs.push(s.folder_name().to_string());
+                }
+            }
+        })
+    }
+
+    /// The subscribed names, from the `subscriptions` file (one IMAP name per line; Dovecot's
+    /// newer `V\t2` header is skipped and its tab separators read as `/`). Invalid names are
+    /// ignored.
+    pub fn subscriptions(&self) -> Result<Vec<String>> {
+        let path = self.root.join(SUBSCRIPTIONS);
+        let text = match fs::read(&path) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        let mut out: Vec<String> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if i == 0 && line.starts_with("V\t") {
+                continue;
+            }
+            let name = line.replace('\t', "/");
+            let valid = is_inbox(&name) || FolderName::parse(&name).is_ok();
+            if valid && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn subscribe(&self, name: &str) -> Result<()> {
+        let name = checked_any(name)?;
+        self.edit_subscriptions(|subs| {
+            if !subs.contains(&name) {
+                subs.push(name.clone());
+            }
+        })
+    }
+
+    pub fn unsubscribe(&self, name: &str) -> Result<()> {
+        let name = checked_any(name)?;
+        self.edit_subscriptions(|subs| subs.retain(|s| *s != name))
+    }
+
+    fn edit_subscriptions(&self, edit: impl FnOnce(&mut Vec<String>)) -> Result<()> {
+        let _lock = DotLock::acquire(&self.root, SUBSCRIPTIONS_LOCK, LOCK_WAIT, STALE_AFTER)?;
+        let mut subs = self.subscriptions()?;
+        let before = subs.clone();
+        edit(&mut subs);
+        if subs == before {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for s in &subs {
+            text.push_str(s);
+            text.push('\n');
+        }
+        write_durable(&self.root, SUBSCRIPTIONS, text.as_bytes())
+    }
+
+    /// Every valid `.Name` directory (not a link) in the root.
+    fn disk_folders(&self) -> Result<Vec<FolderName>> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_at(&self.root)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_at(&self.root))?;
+            let Some(file) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let Some(name) = FolderName::from_dir_name(&file) else {
+                continue;
+            };
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn parse_name(name: &str) -> Result<FolderName> {
+    FolderName::parse(name).map_err(|why| StoreError::InvalidName {
+        name: name.to_string(),
+        why,
+    })
+}
+
+/// A subscribable name: INBOX or a valid folder name.
+fn checked_any(name: &str) -> Result<String> {
+    if is_inbox(name) {
+        Ok(INBOX.to_string())
+    } else {
+        parse_name(name).map(|n| n.to_string())
+    }
+}
+
+/// `name` with its prefix `from` replaced by `to` (`A/x`, `A` → `B`: `B/x`).
+fn renamed(name: &str, from: &FolderName, to: &FolderName) -> String {
+    format!("{to}{}", name.get(from.as_str().len()..).unwrap_or(""))
+}
+
+fn is_real_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// One message as a sync found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub uid: Uid,
+    /// The file name without `:2,…`: the UID list's key.
+    pub basename: String,
+    /// The full file name (in `new/` or `cur/`).
+    pub file_name: String,
+    /// Still in `new/` (never touched by an IMAP client: RFC 3501 `\Recent` candidates).
+    pub in_new: bool,
+    pub flags: Flags,
+    /// From the name's `,S=` field, when present.
+    pub size: Option<u64>,
+}
+
+/// A folder after a sync: its messages in UID order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderState {
+    pub uid_validity: UidValidity,
+    pub uid_next: Uid,
+    pub messages: Vec<MessageInfo>,
+}
+
+/// One folder's messages. Got from [`MailStore::folder`] / [`MailStore::create_folder`].
+#[derive(Clone, Debug)]
+pub struct Folder {
+    name: String,
+    dir: PathBuf,
+}
+
+/// What a sync under the lock produces: the list as now on disk, the keywords, the messages.
+struct Synced {
+    list: UidList,
+    keywords: Keywords,
+    messages: Vec<MessageInfo>,
+}
+
+impl Folder {
+    /// IMAP name (`INBOX`, `Lists/rust`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The folder's Maildir directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads `new/` and `cur/`, gives new files UIDs and drops vanished ones from the UID list
+    /// (creating it, with a fresh UIDVALIDITY, the first time).
+    pub fn sync(&self) -> Result<FolderState> {
+        self.sync_with_progress(&mut |_, _| {})
+    }
+
+    /// [`Folder::sync`], calling `progress(done, total)` as files are examined — for
+    /// rebuilding the UID list of a large Maildir in front of a person (SPEC §5.8).
+    pub fn sync_with_progress(
+        &self,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<FolderState> {
+        let _lock = self.lock()?;
+        let s = self.sync_locked(progress)?;
+        Ok(state(s))
+    }
+
+    /// Where the message's file is now (it moves when its flags change).
+    pub fn message_path(&self, m: &MessageInfo) -> PathBuf {
+        self.dir
+            .join(if m.in_new { "new" } else { "cur" })
+            .join(&m.file_name)
+    }
+
+    /// Opens the message for reading (not following a symbolic link).
+    pub fn open_message(&self, m: &MessageInfo) -> Result<File> {
+        let path = self.message_path(m);
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nofollow())
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::NoSuchMessage(m.uid),
+                _ => io_at(&path)(e),
+            })
+    }
+
+    /// INTERNALDATE: the file's mtime, as Dovecot keeps it.
+    pub fn internal_date(&self, m: &MessageInfo) -> Result<SystemTime> {
+        let path = self.message_path(m);
+        fs::symlink_metadata(&path)
+            .and_then(|md| md.modified())
+            .map_err(io_at(&path))
+    }
+
+    /// Replaces the flags of message `uid` by renaming its file into `cur/` with the new
+    /// `:2,` letters (a message in `new/` moves to `cur/`). Returns the message as it is now.
+    pub fn set_flags(&self, uid: Uid, flags: &Flags) -> Result<MessageInfo> {
+        let _lock = self.lock()?;
+        let mut s = self.sync_locked(&mut |_, _| {})?;
+        let m = s
+            .messages
+            .iter()
+            .find(|m| m.uid == uid)
+            .cloned()
+            .ok_or(StoreError::NoSuchMessage(uid))?;
+        let info = flags.to_info(&mut s.keywords)?;
+        self.save_keywords(&s.keywords)?;
+        let new_name = format!("{}:2,{info}", m.basename);
+        let from = self.message_path(&m);
+        let to = self.dir.join("cur").join(&new_name);
+        if from != to {
+            fs::rename(&from, &to).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::NoSuchMessage(uid),
+                _ => io_at(&from)(e),
+            })?;
+            sync_dir(&self.dir.join("cur"))?;
+            if m.in_new {
+                sync_dir(&self.dir.join("new"))?;
+            }
+        }
+        Ok(MessageInfo {
+            file_name: new_name,
+            in_new: false,
+            flags: Flags::from_info(&info, &s.keywords),
+            ..m
+        })
+    }
+
+    /// Removes every message with `\Deleted`; returns their UIDs, ascending.
+    pub fn expunge(&self) -> Result<Vec<Uid>> {
+        self.expunge_where(|_| true)
+    }
+
+    /// UID EXPUNGE (RFC 4315): removes the messages among `uids` that have `\Deleted`.
+    pub fn expunge_uids(&self, uids: &[Uid]) -> Result<Vec<Uid>> {
+        let wanted: BTreeSet<Uid> = uids.iter().copied().collect();
+        self.expunge_where(|u| wanted.contains(&u))
+    }
+
+    fn expunge_where(&self, pick: impl Fn(Uid) -> bool) -> Result<Vec<Uid>> {
+        let _lock = self.lock()?;
+        let mut s = self.sync_locked(&mut |_, _| {})?;
+        let mut gone = Vec::new();
+        for m in &s.messages {
+            if !(m.flags.deleted && pick(m.uid)) {
+                continue;
+            }
+            let path = self.message_path(m);
+            match fs::remove_file(&path) {
+                Ok(()) => gone.push(m.uid),
+                // Someone else removed it: it is gone all the same.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(m.uid),
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        }
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        sync_dir(&self.dir.join("cur"))?;
+        sync_dir(&self.dir.join("new"))?;
+        s.list.records.retain(|r| !gone.contains(&r.uid));
+        self.save_list(&s.list)?;
+        Ok(gone)
+    }
+
+    /// APPEND: writes `bytes` to `tmp/`, sets its mtime to `internal_date` (INTERNALDATE),
+    /// fsyncs, renames it into `cur/` with `flags` and fsyncs `cur/`; then gives it a UID.
+    pub fn append(
+        &self,
+        bytes: &[u8],
+        flags: &Flags,
+        internal_date: Option<SystemTime>,
+    ) -> Result<Uid> {
+        let _lock = self.lock()?;
+        let mut keywords = self.read_keywords()?;
+        let info = flags.to_info(&mut keywords)?;
+        self.save_keywords(&keywords)?;
+        let basename = unique_name(bytes.len() as u64);
+        let tmp = self.dir.join("tmp").join(&basename);
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc_nofollow())
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            if let Some(t) = internal_date {
+                f.set_modified(t)?;
+            }
+            f.sync_all()
+        })();
+        let dest = self.dir.join("cur").join(format!("{basename}:2,{info}"));
+        let placed = written.and_then(|()| fs::rename(&tmp, &dest));
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_at(&tmp)(e));
+        }
+        sync_dir(&self.dir.join("cur"))?;
+        let s = self.sync_locked(&mut |_, _| {})?;
+        uid_of(&s, &basename)
+    }
+
+    /// COPY: puts each of `uids` (those that still exist) into `dest` as a new file — a hard
+    /// link when possible, else a copy keeping the mtime — with the same flags, and returns
+    /// (source UID, new UID in `dest`) pairs for COPYUID (RFC 4315).
+    pub fn copy_to(&self, uids: &[Uid], dest: &Folder) -> Result<Vec<(Uid, Uid)>> {
+        let picked = self.pick(uids)?;
+        dest.take_in(self, &picked)
+    }
+
+    /// MOVE (RFC 6851): [`Folder::copy_to`], then the originals are removed from this folder.
+    pub fn move_to(&self, uids: &[Uid], dest: &Folder) -> Result<Vec<(Uid, Uid)>> {
+        let picked = self.pick(uids)?;
+        let pairs = dest.take_in(self, &picked)?;
+        let moved: BTreeSet<Uid> = pairs.iter().map(|(s, _)| *s).collect();
+        let _lock = self.lock()?;
+        let mut s = self.sync_locked(&mut |_, _| {})?;
+        let mut gone = Vec::new();
+        for m in s.messages.iter().filter(|m| moved.contains(&m.uid)) {
+            let path = self.message_path(m);
+            match fs::remove_file(&path) {
+                Ok(()) => gone.push(m.uid),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => gone.push(m.uid),
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        }
+        sync_dir(&self.dir.join("cur"))?;
+        sync_dir(&self.dir.join("new"))?;
+        s.list.records.retain(|r| !gone.contains(&r.uid));
+        self.save_list(&s.list)?;
+        Ok(pairs)
+    }
+
+    /// The current state of `uids` (sorted, missing ones left out), read under our lock.
+    fn pick(&self, uids: &[Uid]) -> Result<Vec<MessageInfo>> {
+        let wanted: BTreeSet<Uid> = uids.iter().copied().collect();
+        let _lock = self.lock()?;
+        let s = self.sync_locked(&mut |_, _| {})?;
+        Ok(s.messages
+            .into_iter()
+            .filter(|m| wanted.contains(&m.uid))
+            .collect())
+    }
+
+    /// Links or copies `msgs` of folder `src` into this folder's `cur/` under fresh names,
+    /// under this folder's lock only.
+    fn take_in(&self, src: &Folder, msgs: &[MessageInfo]) -> Result<Vec<(Uid, Uid)>> {
+        let _lock = self.lock()?;
+        let mut keywords = self.read_keywords()?;
+        // Keyword letters are per folder: re-encode the flags for this one, and save any new
+        // letters before a file name uses them.
+        let mut infos = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            infos.push(m.flags.to_info(&mut keywords)?);
+        }
+        self.save_keywords(&keywords)?;
+        let mut placed = Vec::new();
+        for (m, info) in msgs.iter().zip(infos) {
+            let from = match src.locate(&m.basename)? {
+                Some(p) => p,
+                None => continue, // expunged meanwhile
+            };
+            let size = m
+                .size
+                .or_else(|| fs::symlink_metadata(&from).ok().map(|md| md.len()))
+                .unwrap_or(0);
+            let basename = unique_name(size);
+            let to = self.dir.join("cur").join(format!("{basename}:2,{info}"));
+            if let Err(e) = fs::hard_link(&from, &to) {
+                if e.kind() == io::ErrorKind::NotFound {
+                    continue;
+                }
+                copy_keeping_mtime(&from, &to, &self.dir.join("tmp").join(&basename))?;
+            }
+            placed.push((m.uid, basename));
+        }
+        sync_dir(&self.dir.join("cur"))?;
+        let s = self.sync_locked(&mut |_, _| {})?;
+        placed
+            .into_iter()
+            .map(|(src_uid, b)| uid_of(&s, &b).map(|u| (src_uid, u)))
+            .collect()
+    }
+
+    /// The current path of the message with `basename` (its flags, and so its name, may have
+    /// changed since it was listed).
+    fn locate(&self, basename: &str) -> Result<Option<PathBuf>> {
+        for sub in ["cur", "new"] {
+            let dir = self.dir.join(sub);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at(&dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_at(&dir))?;
+                if let Some(name) = entry.file_name().to_str() {
+                    if split_info(name).0 == basename {
+                        return Ok(Some(entry.path()));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn lock(&self) -> Result<DotLock> {
+        DotLock::acquire(&self.dir, uidlist::LOCK, LOCK_WAIT, STALE_AFTER)
+    }
+
+    fn read_keywords(&self) -> Result<Keywords> {
+        let path = self.dir.join(KEYWORDS);
+        match fs::read(&path) {
+            Ok(b) => Ok(Keywords::parse(&String::from_utf8_lossy(&b))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Keywords::default()),
+            Err(e) => Err(io_at(&path)(e)),
+        }
+    }
+
+    /// Writes `dovecot-keywords` if a keyword was added — before any file name uses its
+    /// letter, so a reader never meets a letter it cannot name.
+    fn save_keywords(&self, k: &Keywords) -> Result<()> {
+        if k.changed() {
+            write_durable(&self.dir, KEYWORDS, k.render().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn save_list(&self, list: &UidList) -> Result<()> {
+        write_durable(&self.dir, uidlist::UIDLIST, list.render().as_bytes())
+    }
+
+    /// The message file names in `new/` (flagged `true`) and `cur/`. `new/` is read first: a
+    /// file moved to `cur/` during the scan is then seen at least once.
+    fn scan(&self) -> Result<Vec<(String, bool)>> {
+        let mut names = Vec::new();
+        for (sub, in_new) in [("new", true), ("cur", false)] {
+            let dir = self.dir.join(sub);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at(&dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_at(&dir))?;
+                if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                // Names that are not UTF-8 or start with `.` are not messages we can key.
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if !name.starts_with('.') {
+                    names.push((name, in_new));
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// The sync proper; the caller holds the lock. New files are numbered in delivery order:
+    /// by the seconds prefix of their name, then by name.
+    fn sync_locked(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Synced> {
+        let existing = uidlist::read(&self.dir)?;
+        let is_new_list = existing.is_none();
+        let mut list = existing.unwrap_or_else(UidList::fresh);
+        let keywords = self.read_keywords()?;
+
+        let mut files = index(self.scan()?, progress);
+        // readdir may miss a file that another program (a Dovecot on the same Maildir, which
+        // renames without our lock) renames while we read. Before dropping a UID for good,
+        // look once more: a file seen in either pass exists.
+        if list
+            .records
+            .iter()
+            .any(|r| !files.contains_key(&r.basename))
+        {
+            for (base, found) in index(self.scan()?, &mut |_, _| {}) {
+                files.entry(base).or_insert(found);
+            }
+        }
+
+        let before = list.records.len();
+        list.records.retain(|r| files.contains_key(&r.basename));
+        let mut changed = is_new_list || list.records.len() != before;
+        let known: BTreeSet<&str> = list.records.iter().map(|r| r.basename.as_str()).collect();
+        let mut fresh: Vec<&String> = files
+            .keys()
+            .filter(|b| !known.contains(b.as_str()))
+            .collect();
+        fresh.sort_by(|a, b| delivery_secs(a).cmp(&delivery_secs(b)).then(a.cmp(b)));
+        let fresh: Vec<String> = fresh.into_iter().cloned().collect();
+        for b in fresh {
+            if list.assign(b).is_none() {
+                return Err(StoreError::Corrupt {
+                    path: self.dir.join(uidlist::UIDLIST),
+                    why: "UIDs used up".into(),
+                });
+            }
+            changed = true;
+        }
+        if changed {
+            self.save_list(&list)?;
+        }
+        let messages = list
+            .records
+            .iter()
+            .filter_map(|r| {
+                let (in_new, name) = files.get(&r.basename)?;
+                let letters = if *in_new { "" } else { split_info(name).1 };
+                Some(MessageInfo {
+                    uid: r.uid,
+                    basename: r.basename.clone(),
+                    file_name: name.clone(),
+                    in_new: *in_new,
+                    flags: Flags::from_info(letters, &keywords),
+                    size: crate::size_from_name(name),
+                })
+            })
+            .collect();
+        Ok(Synced {
+            list,
+            keywords,
+            messages,
+        })
+    }
+}
+
+/// Basename → (in `new/`, file name), reporting progress per file. A name in both `new/`
+/// and `cur/` (moved during the scan) keeps its `cur/` entry, which was read last.
+fn index(
+    names: Vec<(String, bool)>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> HashMap<String, (bool, String)> {
+    let total = names.len();
+    let mut files = HashMap::with_capacity(total);
+    for (done, (name, in_new)) in names.into_iter().enumerate() {
+        let base = split_info(&name).0.to_string();
+        if !base.is_empty() {
+            files.insert(base, (in_new, name));
+        }
+        progress(done + 1, total);
+    }
+    files
+}
+
+fn state(s: Synced) -> FolderState {
+    FolderState {
+        uid_validity: s.list.uid_validity,
+        uid_next: s.list.next_uid,
+        messages: s.messages,
+    }
+}
+
+fn uid_of(s: &Synced, basename: &str) -> Result<Uid> {
+    s.list
+        .records
+        .iter()
+        .find(|r| r.basename == basename)
+        .map(|r| r.uid)
+        .ok_or_else(|| StoreError::Io {
+            path: PathBuf::from(basename),
+            source: io::Error::new(io::ErrorKind::NotFound, "message vanished after saving"),
+        })
+}
+
+/// The leading seconds of a Maildir name (`1275660000.M1P2.host`); names without one sort
+/// last.
+fn delivery_secs(name: &str) -> u64 {
+    let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or(u64::MAX)
+}
+
+/// Copies `from` via `tmp` to `to` (no hard links across file systems), keeping the mtime.
+fn copy_keeping_mtime(from: &Path, to: &Path, tmp: &Path) -> Result<()> {
+    let done = (|| {
+        let mtime = fs::symlink_metadata(from)?.modified()?;
+        let mut src = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nofollow())
+            .open(from)?;
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc_nofollow())
+            .open(tmp)?;
+        io::copy(&mut src, &mut dst)?;
+        dst.set_modified(mtime)?;
+        dst.sync_all()?;
+        fs::rename(tmp, to)
+    })();
+    if let Err(e) = done {
+        let _ = fs::remove_file(tmp);
+        return Err(io_at(from)(e));
+    }
+    Ok(())
+}

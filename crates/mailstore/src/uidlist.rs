@@ -1,0 +1,345 @@
+//! `dovecot-uidlist`: the per-folder map from message basename to IMAP UID, in the format
+//! Dovecot (v1.1 and later) writes, so a Maildir moves between Dovecot and ownmail with its
+//! UIDs and UIDVALIDITY.
+//!
+//! ```text
+//! 3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1
+//! 25020 :1275660000.M1P2.host,S=1234
+//! 25021 W1290 :1275660001.M2P2.host,S=1250
+//! ```
+//! Header: version `3`, then fields in any order — `V` UIDVALIDITY, `N` next UID, `G` mailbox
+//! GUID (others are kept as they are). Records: the UID, optional extension fields (`W` virtual
+//! size, `G` message GUID…, kept verbatim), then `:` and the basename (the file name without
+//! its `:2,` part). Version 1 (Courier's `1 <uidvalidity> <nextuid>`, records `<uid> <name>`)
+//! is read too and written back as version 3.
+//!
+//! Invariants (the UID list's owner is [`crate::Folder`]):
+//! - The file is only changed while holding `dovecot-uidlist.lock` (a dot-lock: created with
+//!   `O_EXCL`, removed when done; one older than [`STALE_AFTER`] is taken to be left by a
+//!   crash and broken), and only replaced whole: temp file, fsync, rename, fsync directory.
+//! - UIDs only grow: `N` is never lowered, a UID is never given twice, a removed message's UID
+//!   is never reused. UIDVALIDITY is set once, when the file is first made.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{io_at, Result, StoreError};
+
+pub const UIDLIST: &str = "dovecot-uidlist";
+pub const LOCK: &str = "dovecot-uidlist.lock";
+/// Dovecot's default: a lock file untouched for two minutes is stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(120);
+/// How long we wait for someone else's lock before giving up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// An IMAP UID (RFC 3501 §2.3.1.1), never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uid(pub u32);
+
+/// An IMAP UIDVALIDITY, never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UidValidity(pub u32);
+
+/// One record: a UID, Dovecot's extension fields (kept verbatim) and the basename.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub uid: Uid,
+    pub ext: Vec<String>,
+    pub basename: String,
+}
+
+/// The parsed file. Records are kept in UID order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UidList {
+    pub uid_validity: UidValidity,
+    pub next_uid: Uid,
+    /// The mailbox GUID, 32 hex digits.
+    pub guid: String,
+    /// Header fields we do not interpret, written back unchanged.
+    pub other_header: Vec<String>,
+    pub records: Vec<Record>,
+}
+
+impl UidList {
+    /// A new, empty list: UIDVALIDITY from the clock, a fresh GUID.
+    pub fn fresh() -> UidList {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        UidList {
+            uid_validity: UidValidity((now as u32).max(1)),
+            next_uid: Uid(1),
+            guid: new_guid(),
+            other_header: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Parses the file's text. A header we cannot read is an error (guessing would change
+    /// UIDVALIDITY behind the clients' backs); a bad record line is skipped — its message
+    /// then gets a new UID, which is safe — and so is a repeated UID or basename.
+    pub fn parse(text: &str, path: &Path) -> Result<UidList> {
+        let corrupt = |why: &str| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        };
+        let mut lines = text.lines();
+        let header = lines.next().ok_or_else(|| corrupt("empty"))?;
+        let mut fields = header.split_ascii_whitespace();
+        let version = fields.next().ok_or_else(|| corrupt("no version"))?;
+        let mut list = UidList {
+            uid_validity: UidValidity(0),
+            next_uid: Uid(1),
+            guid: String::new(),
+            other_header: Vec::new(),
+            records: Vec::new(),
+        };
+        match version {
+            "1" => {
+                let v = fields.next().and_then(|v| v.parse().ok());
+                let n = fields.next().and_then(|n| n.parse().ok());
+                list.uid_validity = UidValidity(v.ok_or_else(|| corrupt("bad v1 header"))?);
+                list.next_uid = Uid(n.ok_or_else(|| corrupt("bad v1 header"))?);
+            }
+            "3" => {
+                for f in fields {
+                    if let Some(v) = f.strip_prefix('V') {
+                        list.uid_validity =
+                            UidValidity(v.parse().map_err(|_| corrupt("bad V field"))?);
+                    } else if let Some(n) = f.strip_prefix('N') {
+                        list.next_uid = Uid(n.parse().map_err(|_| corrupt("bad N field"))?);
+                    } else if let Some(g) = f.strip_prefix('G') {
+                        list.guid = g.to_string();
+                    } else {
+                        list.other_header.push(f.to_string());
+                    }
+                }
+            }
+            _ => return Err(corrupt("unsupported version")),
+        }
+        if list.uid_validity.0 == 0 {
+            return Err(corrupt("no UIDVALIDITY"));
+        }
+        if list.guid.is_empty() {
+            list.guid = new_guid();
+        }
+        let mut seen_uids = std::collections::HashSet::new();
+        let mut seen_names = std::collections::HashSet::new();
+        for line in lines {
+            let Some(rec) = parse_record(line, version == "1") else {
+                continue;
+            };
+            if rec.uid.0 == 0
+                || !seen_uids.insert(rec.uid)
+                || !seen_names.insert(rec.basename.clone())
+            {
+                continue;
+            }
+            list.records.push(rec);
+        }
+        list.records.sort_by_key(|r| r.uid);
+        // Never hand out a UID that a record already has, whatever N says.
+        if let Some(last) = list.records.last() {
+            if list.next_uid <= last.uid {
+                list.next_uid = Uid(last.uid.0.saturating_add(1));
+            }
+        }
+        Ok(list)
+    }
+
+    /// The file's text, version 3.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "3 V{} N{} G{}",
+            self.uid_validity.0, self.next_uid.0, self.guid
+        );
+        for f in &self.other_header {
+            out.push(' ');
+            out.push_str(f);
+        }
+        out.push('\n');
+        for r in &self.records {
+            out.push_str(&r.uid.0.to_string());
+            for e in &r.ext {
+                out.push(' ');
+                out.push_str(e);
+            }
+            out.push_str(" :");
+            out.push_str(&r.basename);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Gives `basename` the next UID. `None` when the UID space is used up (2^32-1).
+    pub fn assign(&mut self, basename: String) -> Option<Uid> {
+        let uid = self.next_uid;
+        if uid.0 == u32::MAX {
+            return None;
+        }
+        self.next_uid = Uid(uid.0 + 1);
+        self.records.push(Record {
+            uid,
+            ext: Vec::new(),
+            basename,
+        });
+        Some(uid)
+    }
+}
+
+fn parse_record(line: &str, v1: bool) -> Option<Record> {
+    let line = line.trim_end_matches('\r');
+    let (uid, rest) = line.split_once(' ')?;
+    let uid = Uid(uid.parse().ok()?);
+    let (ext, basename) = if v1 {
+        (Vec::new(), rest.trim())
+    } else if let Some(name) = rest.strip_prefix(':') {
+        (Vec::new(), name)
+    } else {
+        // Extension fields, then " :" and the name (which cannot contain " :" itself:
+        // Maildir names have no spaces).
+        let (ext, name) = rest.split_once(" :")?;
+        (
+            ext.split_ascii_whitespace().map(str::to_string).collect(),
+            name,
+        )
+    };
+    if basename.is_empty() || basename.contains('/') || basename.contains('\0') {
+        return None;
+    }
+    Some(Record {
+        uid,
+        ext,
+        basename: basename.to_string(),
+    })
+}
+
+/// 128 bits in hex: from the kernel's random source, or (if that fails) from the clock, the
+/// pid and a counter — unique enough for a mailbox GUID, which is only an identity hint.
+fn new_guid() -> String {
+    let mut buf = [0u8; 16];
+    let random =
+        File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut buf));
+    if random.is_err() {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let a = now ^ u64::from(std::process::id()) << 32;
+        let b = N.fetch_add(1, Ordering::Relaxed) ^ now.rotate_left(17);
+        buf[..8].copy_from_slice(&a.to_be_bytes());
+        buf[8..].copy_from_slice(&b.to_be_bytes());
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads `dir/dovecot-uidlist`; `None` if there is none yet.
+pub fn read(dir: &Path) -> Result<Option<UidList>> {
+    let path = dir.join(UIDLIST);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            UidList::parse(&text, &path).map(Some)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at(&path)(e)),
+    }
+}
+
+/// Replaces `dir/name` with `bytes` durably: a temp file in the same directory, fsync,
+/// rename over, fsync the directory. Readers see the old or the new file, never a mix.
+pub fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let dest = dir.join(name);
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc_nofollow())
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &dest)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_at(&dest)(e));
+    }
+    sync_dir(dir)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+pub(crate) fn libc_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+/// A held dot-lock (`dovecot-uidlist.lock`, `subscriptions.lock`); removed on drop.
+#[derive(Debug)]
+pub struct DotLock {
+    path: PathBuf,
+}
+
+impl DotLock {
+    /// Takes the lock file `dir/file`, waiting up to `wait`. A lock file older than `stale` is
+    /// removed and taken over (its holder crashed, or is hung past any sane sync time).
+    pub fn acquire(dir: &Path, file: &str, wait: Duration, stale: Duration) -> Result<DotLock> {
+        let path = dir.join(file);
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc_nofollow())
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    // The holder's pid, as Dovecot writes it; only informative.
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(DotLock { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let old = fs::symlink_metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok());
+                    // Retry at once only if the stale file really went away; a lock we cannot
+                    // remove is waited on like any other, up to the deadline.
+                    if old.is_some_and(|age| age > stale) && fs::remove_file(&path).is_ok() {
+                        continue;
+                    }
+                }
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Locked(path));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DotLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
