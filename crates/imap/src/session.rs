@@ -1,0 +1,647 @@
+//! The session loop: greeting, reading commands (literals and all) with
+//! [`CommandReader`], dispatch by state, untagged updates of the selected folder, and the
+//! tagged answer last.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ownmail_imap_proto::{
+    mutf7_decode, parse_command, Code, Command, CommandBody, CommandReader, Data, EncodeOptions,
+    FetchValue, Mailbox, ReadState, Response, SequenceSet, Status,
+};
+use ownmail_mailstore::{Folder, MailStore, MessageInfo, StoreError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::{message, Authenticator, ImapCtx};
+
+/// The stream a session runs over: TCP, TLS, or an in-memory pipe in tests.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why the session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// We said BYE (LOGOUT, timeout, shutdown, too many errors).
+    Done,
+    /// The peer went away or the stream failed.
+    Lost,
+}
+
+/// The tagged line that ends a command, written after the untagged updates.
+#[derive(Debug)]
+pub(crate) struct Tagged {
+    pub status: Status,
+    pub code: Option<Code>,
+    pub text: String,
+}
+
+impl Tagged {
+    pub fn ok(text: impl Into<String>) -> Tagged {
+        Tagged {
+            status: Status::Ok,
+            code: None,
+            text: text.into(),
+        }
+    }
+    pub fn no(text: impl Into<String>) -> Tagged {
+        Tagged {
+            status: Status::No,
+            code: None,
+            text: text.into(),
+        }
+    }
+    pub fn bad(text: impl Into<String>) -> Tagged {
+        Tagged {
+            status: Status::Bad,
+            code: None,
+            text: text.into(),
+        }
+    }
+    pub fn code(mut self, code: Code) -> Tagged {
+        self.code = Some(code);
+        self
+    }
+}
+
+/// A logged-in user.
+pub(crate) struct User {
+    pub name: String,
+    pub store: MailStore,
+    pub owner: Option<(u32, u32)>,
+}
+
+/// The selected folder as this session has announced it: `msgs[i]` is sequence number i+1.
+pub(crate) struct Selected {
+    pub folder: Folder,
+    pub read_only: bool,
+    pub uid_next: u32,
+    pub msgs: Vec<MessageInfo>,
+}
+
+pub(crate) struct Session {
+    io: Option<Box<dyn Io>>,
+    pub id: String,
+    pub ctx: Arc<ImapCtx>,
+    pub auth: Arc<dyn Authenticator>,
+    shutdown: watch::Receiver<bool>,
+    pub input: Vec<u8>,
+    output: Vec<u8>,
+    pub reader: CommandReader,
+    pub tls: bool,
+    pub user: Option<User>,
+    pub selected: Option<Selected>,
+    /// ENABLE IMAP4rev2 was given (RFC 9051 §6.3.1).
+    pub rev2: bool,
+    errors: u32,
+}
+
+fn session_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("imap-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs one IMAP session to its end: greeting, commands, BYE. `shutdown` turning true ends
+/// it with `* BYE` at the next command or while waiting for one.
+pub async fn run_session(
+    io: Box<dyn Io>,
+    ctx: Arc<ImapCtx>,
+    auth: Arc<dyn Authenticator>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let id = session_id();
+    info!("imap session={id} event=connect");
+    let max_literal = ctx.max_message;
+    let mut s = Session {
+        io: Some(io),
+        id,
+        tls: ctx.tls_active_at_start,
+        ctx,
+        auth,
+        shutdown,
+        input: Vec::with_capacity(4096),
+        output: Vec::with_capacity(4096),
+        reader: CommandReader::new(ownmail_imap_proto::DEFAULT_MAX_LINE, max_literal),
+        user: None,
+        selected: None,
+        rev2: false,
+        errors: 0,
+    };
+    let result = s.run().await;
+    let _ = s.flush().await;
+    if let Some(mut io) = s.io.take() {
+        let _ = io.shutdown().await;
+    }
+    let how = match result {
+        Stop::Done => "closed",
+        Stop::Lost => "lost",
+    };
+    info!("imap session={} event=disconnect reason={how}", s.id);
+}
+
+impl Session {
+    pub fn send(&mut self, r: Response) {
+        r.encode_into(&mut self.output, EncodeOptions::default());
+    }
+
+    pub fn data(&mut self, d: Data) {
+        self.send(Response::Data(d));
+    }
+
+    fn tagged(&mut self, tag: &str, t: Tagged) {
+        self.send(Response::Tagged {
+            tag: tag.to_string(),
+            status: t.status,
+            code: t.code,
+            text: t.text,
+        });
+    }
+
+    pub fn bye(&mut self, text: &str) {
+        self.send(Response::Untagged {
+            status: Status::Bye,
+            code: None,
+            text: text.to_string(),
+        });
+    }
+
+    pub async fn flush(&mut self) -> Result<(), Stop> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let Some(io) = self.io.as_mut() else {
+            return Err(Stop::Lost);
+        };
+        let out = std::mem::take(&mut self.output);
+        io.write_all(&out).await.map_err(|_| Stop::Lost)?;
+        io.flush().await.map_err(|_| Stop::Lost)?;
+        Ok(())
+    }
+
+    /// Waits up to `wait` for input. `Ok(false)`: nothing came in time. On shutdown says BYE.
+    pub async fn read_some(&mut self, wait: Duration) -> Result<bool, Stop> {
+        self.flush().await?;
+        let Some(io) = self.io.as_mut() else {
+            return Err(Stop::Lost);
+        };
+        let mut buf = vec![0u8; READ_CHUNK];
+        let n = tokio::select! {
+            r = tokio::time::timeout(wait, io.read(&mut buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Lost),
+                Ok(Ok(n)) => n,
+                Err(_) => return Ok(false),
+            },
+            _ = self.shutdown.changed() => {
+                self.bye("Server shutting down");
+                let _ = self.flush().await;
+                return Err(Stop::Done);
+            }
+        };
+        self.input
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        Ok(true)
+    }
+
+    /// Reads more input or ends the session with an autologout BYE.
+    pub async fn read_more(&mut self) -> Result<(), Stop> {
+        let wait = if self.user.is_some() {
+            self.ctx.idle_timeout
+        } else {
+            self.ctx.preauth_timeout
+        };
+        if self.read_some(wait).await? {
+            Ok(())
+        } else {
+            self.bye("Autologout; idle for too long");
+            let _ = self.flush().await;
+            Err(Stop::Done)
+        }
+    }
+
+    /// One line that is not a command (a SASL response, `DONE`).
+    pub async fn read_line(&mut self) -> Result<Option<Vec<u8>>, Stop> {
+        loop {
+            let (n, st) = self.reader.feed_line(&self.input);
+            self.input.drain(..n.min(self.input.len()));
+            match st {
+                ReadState::Command(line) => return Ok(Some(line)),
+                ReadState::Error(_) => return Ok(None),
+                ReadState::NeedMore | ReadState::NeedContinuation => self.read_more().await?,
+            }
+        }
+    }
+
+    pub fn swap_io(&mut self) -> Option<Box<dyn Io>> {
+        self.io.take()
+    }
+
+    pub fn set_io(&mut self, io: Box<dyn Io>) {
+        self.io = Some(io);
+    }
+
+    /// Drops whatever the client sent after STARTTLS (RFC 9051 §6.2.1: no command injection).
+    pub fn discard_input(&mut self) {
+        self.input.clear();
+        self.reader =
+            CommandReader::new(ownmail_imap_proto::DEFAULT_MAX_LINE, self.ctx.max_message);
+    }
+
+    pub fn login_disabled(&self) -> bool {
+        self.ctx.require_tls_for_login && !self.tls
+    }
+
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut caps: Vec<String> = [
+            "IMAP4rev1",
+            "IMAP4rev2",
+            "LITERAL+",
+            "SASL-IR",
+            "ID",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "CHILDREN",
+            "SPECIAL-USE",
+            "ESEARCH",
+            "LIST-STATUS",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        caps.push(format!("APPENDLIMIT={}", self.ctx.max_message));
+        if self.user.is_none() {
+            if !self.tls && self.ctx.starttls.is_some() {
+                caps.push("STARTTLS".into());
+            }
+            if self.login_disabled() {
+                caps.push("LOGINDISABLED".into());
+            } else {
+                caps.push("AUTH=PLAIN".into());
+            }
+        }
+        caps
+    }
+
+    async fn run(&mut self) -> Stop {
+        let caps = self.capabilities();
+        self.send(Response::Untagged {
+            status: Status::Ok,
+            code: Some(Code::Capability(caps)),
+            text: "ownmail ready".into(),
+        });
+        loop {
+            if *self.shutdown.borrow() {
+                self.bye("Server shutting down");
+                return Stop::Done;
+            }
+            let (n, st) = self.reader.feed(&self.input);
+            self.input.drain(..n.min(self.input.len()));
+            let raw = match st {
+                ReadState::NeedMore => {
+                    if let Err(stop) = self.read_more().await {
+                        return stop;
+                    }
+                    continue;
+                }
+                ReadState::NeedContinuation => {
+                    self.send(Response::Continuation("Ready for literal".into()));
+                    if let Err(stop) = self.read_more().await {
+                        return stop;
+                    }
+                    continue;
+                }
+                ReadState::Error(e) => {
+                    let text = e.kind.to_string();
+                    self.send(Response::bad(e.tag.as_deref(), &text));
+                    if self.count_error() {
+                        return Stop::Done;
+                    }
+                    continue;
+                }
+                ReadState::Command(raw) => raw,
+            };
+            let cmd = match parse_command(&raw) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.send(Response::bad(e.tag.as_deref(), &e.message));
+                    if self.count_error() {
+                        return Stop::Done;
+                    }
+                    continue;
+                }
+            };
+            if let Err(stop) = self.command(cmd).await {
+                return stop;
+            }
+        }
+    }
+
+    /// Counts one BAD; after too many says BYE and gives up.
+    fn count_error(&mut self) -> bool {
+        self.errors += 1;
+        if self.errors > self.ctx.max_errors {
+            self.bye("Too many errors");
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) -> Result<(), Stop> {
+        let Command { tag, body } = cmd;
+        let who = self.user.as_ref().map_or("-", |u| u.name.as_str());
+        debug!(
+            "imap session={} user={who:?} event=command tag={tag}",
+            self.id
+        );
+        // RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE, SEARCH (non-UID) — and we add
+        // COPY, whose sequence numbers refer to the view before it.
+        let expunge_ok = !matches!(
+            body,
+            CommandBody::Fetch { uid: false, .. }
+                | CommandBody::Store { uid: false, .. }
+                | CommandBody::Search { uid: false, .. }
+                | CommandBody::Copy { uid: false, .. }
+        );
+        let t = match body {
+            CommandBody::Logout => {
+                self.bye("Logging out");
+                self.tagged(&tag, Tagged::ok("LOGOUT completed"));
+                let _ = self.flush().await;
+                return Err(Stop::Done);
+            }
+            CommandBody::Capability => {
+                let caps = self.capabilities();
+                self.data(Data::Capability(caps));
+                Tagged::ok("CAPABILITY completed")
+            }
+            CommandBody::Noop | CommandBody::Check => Tagged::ok("NOOP completed"),
+            CommandBody::Id(_) => {
+                self.data(Data::Id(Some(vec![(
+                    "name".to_string(),
+                    Some("ownmail".to_string()),
+                )])));
+                Tagged::ok("ID completed")
+            }
+            CommandBody::Enable(caps) => {
+                let mut enabled = Vec::new();
+                for c in caps {
+                    if c.eq_ignore_ascii_case("IMAP4rev2") {
+                        self.rev2 = true;
+                        enabled.push("IMAP4rev2".to_string());
+                    }
+                }
+                self.data(Data::Enabled(enabled));
+                Tagged::ok("ENABLE completed")
+            }
+            CommandBody::StartTls => match crate::auth::starttls(self, &tag).await? {
+                Some(t) => t,
+                None => return Ok(()),
+            },
+            CommandBody::Login { username, password } => {
+                crate::auth::login(self, &username, password.0).await
+            }
+            CommandBody::Authenticate { mechanism, initial } => {
+                crate::auth::authenticate(self, &mechanism, initial).await?
+            }
+            CommandBody::Compress { .. } => Tagged::no("COMPRESS not supported yet"),
+            body if self.user.is_none() => {
+                let _ = body;
+                Tagged::bad("Log in first")
+            }
+            // RFC 2177: IDLE is allowed without a selected mailbox too (nothing to report).
+            CommandBody::Idle => crate::idle::idle(self).await?,
+            CommandBody::Namespace => crate::mailbox::namespace(self),
+            CommandBody::List {
+                selection,
+                reference,
+                patterns,
+                returns,
+            } => crate::list::list(self, &selection, &reference, &patterns, &returns),
+            CommandBody::Lsub { reference, pattern } => {
+                crate::list::lsub(self, &reference, &pattern)
+            }
+            CommandBody::Create { mailbox, .. } => crate::mailbox::create(self, &mailbox),
+            CommandBody::Delete(mailbox) => crate::mailbox::delete(self, &mailbox),
+            CommandBody::Rename { from, to } => crate::mailbox::rename(self, &from, &to),
+            CommandBody::Subscribe(mailbox) => crate::mailbox::subscribe(self, &mailbox, true),
+            CommandBody::Unsubscribe(mailbox) => crate::mailbox::subscribe(self, &mailbox, false),
+            CommandBody::Status { mailbox, items } => {
+                crate::mailbox::status(self, &mailbox, &items)
+            }
+            // CONDSTORE/QRESYNC (RFC 7162) are not advertised yet.
+            CommandBody::Select { params, .. } | CommandBody::Examine { params, .. }
+                if !params.is_empty() =>
+            {
+                Tagged::bad("CONDSTORE/QRESYNC not supported yet")
+            }
+            CommandBody::Select { mailbox, .. } => crate::select::select(self, &mailbox, false),
+            CommandBody::Examine { mailbox, .. } => crate::select::select(self, &mailbox, true),
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+                ..
+            } => crate::append::append(self, &mailbox, &flags, date, &message),
+            body if self.selected.is_none() => {
+                let _ = body;
+                Tagged::bad("No mailbox selected")
+            }
+            CommandBody::Close => crate::select::close(self),
+            CommandBody::Unselect => crate::select::unselect(self),
+            CommandBody::Expunge => crate::expunge::expunge(self, None),
+            CommandBody::UidExpunge(set) => crate::expunge::expunge(self, Some(&set)),
+            CommandBody::Fetch {
+                changed_since: Some(_),
+                ..
+            } => Tagged::bad("CONDSTORE not supported yet"),
+            CommandBody::Fetch {
+                uid, set, items, ..
+            } => crate::fetch::fetch(self, uid, &set, &items),
+            CommandBody::Store {
+                uid,
+                set,
+                mode,
+                silent,
+                flags,
+                unchanged_since,
+            } => {
+                if unchanged_since.is_some() {
+                    Tagged::bad("CONDSTORE not supported yet")
+                } else {
+                    crate::store::store(self, uid, &set, mode, silent, &flags)
+                }
+            }
+            CommandBody::Copy { uid, set, mailbox } => {
+                crate::copy::copy(self, uid, &set, &mailbox, false)
+            }
+            CommandBody::Move { uid, set, mailbox } => {
+                crate::copy::copy(self, uid, &set, &mailbox, true)
+            }
+            CommandBody::Search {
+                uid,
+                returns,
+                charset,
+                criteria,
+            } => crate::search::search(
+                self,
+                &tag,
+                uid,
+                returns.as_deref(),
+                charset.as_deref(),
+                &criteria,
+            ),
+        };
+        if t.status == Status::Bad {
+            self.tagged(&tag, t);
+            return if self.count_error() {
+                Err(Stop::Done)
+            } else {
+                Ok(())
+            };
+        }
+        self.refresh(expunge_ok);
+        self.tagged(&tag, t);
+        Ok(())
+    }
+
+    /// Syncs the selected folder and announces what changed: EXPUNGE (when allowed), FETCH
+    /// FLAGS for changed flags, EXISTS for new messages.
+    pub fn refresh(&mut self, expunge_ok: bool) {
+        let Some(sel) = self.selected.as_mut() else {
+            return;
+        };
+        let Ok(state) = sel.folder.sync() else {
+            return;
+        };
+        let mut out = Vec::new();
+        if expunge_ok {
+            let present: HashSet<u32> = state.messages.iter().map(|m| m.uid.0).collect();
+            let mut i = 0;
+            while i < sel.msgs.len() {
+                let gone = sel.msgs.get(i).is_some_and(|m| !present.contains(&m.uid.0));
+                if gone {
+                    sel.msgs.remove(i);
+                    out.push(Data::Expunge(u32::try_from(i + 1).unwrap_or(u32::MAX)));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let last = sel.msgs.last().map_or(0, |m| m.uid.0);
+        let mut added = false;
+        for m in state.messages {
+            match sel.msgs.binary_search_by_key(&m.uid.0, |x| x.uid.0) {
+                Ok(pos) => {
+                    if let Some(old) = sel.msgs.get_mut(pos) {
+                        if old.flags != m.flags {
+                            out.push(Data::Fetch {
+                                seq: u32::try_from(pos + 1).unwrap_or(u32::MAX),
+                                items: vec![
+                                    FetchValue::Flags(message::to_imap_flags(&m.flags)),
+                                    FetchValue::Uid(m.uid.0),
+                                ],
+                            });
+                        }
+                        *old = m;
+                    }
+                }
+                Err(_) if m.uid.0 > last => {
+                    sel.msgs.push(m);
+                    added = true;
+                }
+                Err(_) => {}
+            }
+        }
+        sel.uid_next = state.uid_next.0;
+        if added {
+            out.push(Data::Exists(
+                u32::try_from(sel.msgs.len()).unwrap_or(u32::MAX),
+            ));
+        }
+        for d in out {
+            self.data(d);
+        }
+    }
+
+    pub fn user(&self) -> Result<&User, Tagged> {
+        self.user
+            .as_ref()
+            .ok_or_else(|| Tagged::bad("Log in first"))
+    }
+
+    /// The indexes into the selected folder's messages that `set` names. Sequence numbers
+    /// beyond the last message are a BAD (RFC 9051 §6.4.5); UIDs that do not exist are skipped.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, Tagged> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Err(Tagged::bad("No mailbox selected"));
+        };
+        let count = u32::try_from(sel.msgs.len()).unwrap_or(u32::MAX);
+        if uid {
+            let largest = sel.msgs.last().map_or(0, |m| m.uid.0);
+            return Ok(sel
+                .msgs
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| set.contains(m.uid.0, largest))
+                .map(|(i, _)| i)
+                .collect());
+        }
+        for r in &set.0 {
+            for n in [r.start, r.end] {
+                if let ownmail_imap_proto::SeqNum::Value(v) = n {
+                    if v.get() > count {
+                        return Err(Tagged::bad("Invalid message sequence number"));
+                    }
+                }
+            }
+        }
+        if count == 0 {
+            return Err(Tagged::bad("No messages"));
+        }
+        Ok((1..=count)
+            .filter(|&n| set.contains(n, count))
+            .map(|n| (n - 1) as usize)
+            .collect())
+    }
+}
+
+/// A client's mailbox name as the store wants it: modified UTF-7 decoded (RFC 3501 §5.1.3),
+/// `INBOX` in any case as `INBOX`.
+pub(crate) fn folder_name(mb: &Mailbox) -> Result<String, Tagged> {
+    if mb.is_inbox() {
+        return Ok("INBOX".to_string());
+    }
+    mutf7_decode(mb.as_str()).map_err(|_| Tagged::bad("Invalid modified UTF-7 in mailbox name"))
+}
+
+/// A store error as the tagged answer a client can act on (RFC 5530 codes).
+pub(crate) fn store_error(e: StoreError) -> Tagged {
+    match e {
+        StoreError::InvalidName { name, why } => {
+            Tagged::no(format!("Invalid mailbox name {name:?}: {why}")).code(Code::Cannot)
+        }
+        StoreError::NotFound(_) => Tagged::no("No such mailbox").code(Code::NonExistent),
+        StoreError::AlreadyExists(_) => Tagged::no("Mailbox exists").code(Code::AlreadyExists),
+        StoreError::NotAllowed(why) => Tagged::no(format!("Not allowed: {why}")).code(Code::Cannot),
+        StoreError::NoSuchMessage(_) => Tagged::no("Message is gone").code(Code::NonExistent),
+        StoreError::TooManyKeywords => Tagged::no("Too many keywords").code(Code::Limit),
+        StoreError::InvalidKeyword(k) => Tagged::bad(format!("Invalid keyword {k:?}")),
+        StoreError::Locked(_) => {
+            Tagged::no("Mailbox busy, try again").code(Code::Other("INUSE".into()))
+        }
+        e => {
+            tracing::warn!("imap event=store-error error=\"{e}\"");
+            Tagged::no("Server error").code(Code::ServerBug)
+        }
+    }
+}
