@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use ownmail_smtp_proto::{Reply, ReplyParser};
+use ownmail_smtp_proto::{dot_stuff, Reply, ReplyParser};
 use ownmail_types::{BodyType, DeliveryOutcome, Envelope};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -283,35 +283,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// Every line that starts with `.` gets another; the data ends with CRLF and then `.` CRLF.
-fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        if line.starts_with(b".") {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_stuffing_doubles_leading_dots_and_terminates() {
-        assert_eq!(
-            dot_stuff(b"a\r\n.b\r\n..c\r\n.\r\n"),
-            b"a\r\n..b\r\n...c\r\n..\r\n.\r\n"
-        );
-        assert_eq!(dot_stuff(b".x"), b"..x\r\n.\r\n");
-        assert_eq!(dot_stuff(b""), b".\r\n");
-    }
 
     #[test]
     fn destinations_are_host_port_or_bracketed_v6() {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use ownmail_smtp_proto::{Command, MailParams, RcptParams, Reply, ReplyParser};
+use ownmail_smtp_proto::{dot_stuff, Command, MailParams, RcptParams, Reply, ReplyParser};
 use ownmail_types::{Address, BodyType, Envelope, Notify, ReversePath};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -660,36 +660,9 @@ fn refusal(what: &'static str, reply: Reply) -> Error {
     }
 }
 
-/// RFC 5321 §4.5.2: every line that starts with `.` gets another; the data ends with CRLF
-/// and then `.` CRLF.
-fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        if line.starts_with(b".") {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_stuffing_doubles_leading_dots_and_terminates() {
-        assert_eq!(
-            dot_stuff(b"a\r\n.b\r\n..c\r\n.\r\n"),
-            b"a\r\n..b\r\n...c\r\n..\r\n.\r\n"
-        );
-        assert_eq!(dot_stuff(b".x"), b"..x\r\n.\r\n");
-        assert_eq!(dot_stuff(b""), b".\r\n");
-    }
 
     #[test]
     fn extensions_are_read_from_the_ehlo_reply() {

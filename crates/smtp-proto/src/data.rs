@@ -143,6 +143,23 @@ impl DataReceiver {
     }
 }
 
+/// The client side of DATA (RFC 5321 §4.5.2): every line starting with `.` gets another, and
+/// the data ends with CRLF then `.` CRLF. Used by the LMTP and SMTP clients.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ mod xtext;
 
 pub use bdat::{BdatReceiver, BdatState};
 pub use command::{parse_command, Command, CommandError};
-pub use data::{DataReceiver, DataState};
+pub use data::{dot_stuff, DataReceiver, DataState};
 pub use line::{discard_line, take_line, Line};
 pub use params::{MailParams, RcptParams};
 pub use reply::{ehlo_reply, Reply, ReplyError, ReplyParser, MAX_REPLY_BYTES, MAX_REPLY_LINES};

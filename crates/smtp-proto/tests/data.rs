@@ -216,3 +216,26 @@ fn binary_bytes_other_than_cr_and_lf_pass_through() {
     want.extend_from_slice(b"\r\n");
     check_all_splits(1000, &input, DataState::Done, &want, b"");
 }
+
+#[test]
+fn dot_stuffing_doubles_leading_dots_and_terminates() {
+    use ownmail_smtp_proto::dot_stuff;
+    assert_eq!(
+        dot_stuff(b"a\r\n.b\r\n..c\r\n.\r\n"),
+        b"a\r\n..b\r\n...c\r\n..\r\n.\r\n"
+    );
+    assert_eq!(dot_stuff(b".x"), b"..x\r\n.\r\n");
+    assert_eq!(dot_stuff(b""), b".\r\n");
+}
+
+#[test]
+fn stuffed_data_reads_back_through_the_receiver() {
+    use ownmail_smtp_proto::{dot_stuff, DataReceiver, DataState};
+    let message = b"Subject: x\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n";
+    let wire = dot_stuff(message);
+    let mut rx = DataReceiver::new(1 << 20);
+    let mut out = Vec::new();
+    let (used, state) = rx.feed(&wire, &mut out);
+    assert_eq!((used, state), (wire.len(), DataState::Done));
+    assert_eq!(out, message);
+}
