@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::diag::Diagnostics;
-use crate::model::{Config, Family, Grammar, ListenOn, Pki};
+use crate::model::{Config, Family, Grammar, ImapTls, ListenOn, Pki};
 use crate::parser::{self, ParseOptions};
 use crate::table::{Table, Usage};
 
@@ -55,6 +55,31 @@ pub fn check_file(path: &Path, opts: &ParseOptions) -> Checked {
     for l in &config.imap.listeners {
         if let Err(m) = resolve_listen(&l.on, None) {
             diags.error(&l.on_pos, m);
+        }
+        if l.tls != ImapTls::None && l.pki.is_none() && config.pkis.len() != 1 {
+            diags.error(
+                &l.pos,
+                "IMAP with TLS needs a certificate: add `pki NAME` to this line",
+            );
+        }
+    }
+    if let Some(l) = config.imap.listeners.first() {
+        let has_auth = config.imap.auth.is_some()
+            || config
+                .listeners
+                .iter()
+                .any(|x| x.auth.as_ref().is_some_and(|a| a.table.is_some()))
+            || config
+                .imap
+                .userbase
+                .as_ref()
+                .is_some_and(|t| tables.get(&t.name).is_some_and(Table::is_passwd));
+        if !has_auth {
+            diags.warning(
+                &l.pos,
+                "no credentials for IMAP logins: add `imap auth <table>` (or a `passwd:` \
+                 table as `imap userbase`), otherwise nobody can log in",
+            );
         }
     }
     for d in &config.dkim {

@@ -29,6 +29,7 @@ mod expunge;
 mod fetch;
 mod idle;
 mod list;
+mod listener;
 mod mailbox;
 mod message;
 mod search;
@@ -36,6 +37,7 @@ mod select;
 mod session;
 mod store;
 
+pub use listener::{serve, ListenerOptions};
 pub use session::{run_session, Io};
 
 /// Where a logged-in user's mail lives.

@@ -149,7 +149,7 @@ impl Maildir {
     /// error nothing of this message is left in `tmp/` or `new/`. The Maildir must exist
     /// ([`Maildir::ensure`]).
     pub fn deliver(&self, bytes: &[u8], owner: Option<Owner>) -> io::Result<PathBuf> {
-        let name = unique_name(bytes.len() as u64);
+        let name = unique_name(bytes.len() as u64, Some(crlf_size(bytes)));
         let root = open(
             &self.root,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -261,22 +261,27 @@ fn at(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-/// `<secs>.M<usecs>P<pid>Q<counter>.<host>,S=<size>`: the usual Maildir form (Courier's
-/// `Q` delivery counter keeps two deliveries in the same microsecond apart).
-pub(crate) fn unique_name(size: u64) -> String {
+/// `<secs>.M<usecs>P<pid>Q<counter>.<host>,S=<size>,W=<vsize>`: the usual Maildir form
+/// (Courier's `Q` delivery counter keeps two deliveries in the same microsecond apart), with
+/// Dovecot's `W=`: the size with CRLF line endings, which IMAP reports as RFC822.SIZE.
+pub(crate) fn unique_name(size: u64, vsize: Option<u64>) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let q = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
+    let mut name = format!(
         "{}.M{}P{}Q{}.{},S={size}",
         now.as_secs(),
         now.subsec_micros(),
         std::process::id(),
         q,
         hostname()
-    )
+    );
+    if let Some(w) = vsize {
+        name.push_str(&format!(",W={w}"));
+    }
+    name
 }
 
 /// The host name as it may appear in a Maildir name: `/` and `:` would break the path or
@@ -302,11 +307,52 @@ fn escape_hostname(raw: &str) -> String {
 
 /// For readers (IMAP, tests): the `,S=` size in a Maildir file name, if there is one.
 pub fn size_from_name(name: &str) -> Option<u64> {
+    name_field(name, "S=")
+}
+
+/// The `,W=` size (with CRLF line endings) in a Maildir file name, if there is one.
+pub fn vsize_from_name(name: &str) -> Option<u64> {
+    name_field(name, "W=")
+}
+
+fn name_field(name: &str, key: &str) -> Option<u64> {
     let base = name.split(':').next()?;
     base.split(',')
-        .find_map(|field| field.strip_prefix("S="))?
+        .skip(1)
+        .find_map(|field| field.strip_prefix(key))?
         .parse()
         .ok()
+}
+
+/// The size of `bytes` once every bare LF is written CRLF (what IMAP clients are sent).
+pub fn crlf_size(bytes: &[u8]) -> u64 {
+    let mut bare = 0u64;
+    let mut prev = 0u8;
+    for &b in bytes {
+        if b == b'\n' && prev != b'\r' {
+            bare += 1;
+        }
+        prev = b;
+    }
+    bytes.len() as u64 + bare
+}
+
+/// `bytes` with every bare LF written CRLF; borrowed when there is none. Maildir files
+/// hold LF line endings (as Dovecot and local delivery write them), IMAP sends CRLF.
+pub fn to_crlf(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if crlf_size(bytes) == bytes.len() as u64 {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
+    let mut prev = 0u8;
+    for &b in bytes {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 mod error;

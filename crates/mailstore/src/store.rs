@@ -363,6 +363,9 @@ pub struct MessageInfo {
     pub flags: Flags,
     /// From the name's `,S=` field, when present.
     pub size: Option<u64>,
+    /// The size with CRLF line endings (RFC822.SIZE): the name's `,W=` field, else the UID
+    /// list's `W` field (Dovecot's cache of it), when present.
+    pub vsize: Option<u64>,
 }
 
 /// A folder after a sync: its messages in UID order.
@@ -477,6 +480,100 @@ impl Folder {
         })
     }
 
+    /// Sets the flags of many messages at once (STORE on a range, FETCH setting `\Seen`):
+    /// one lock, renames from the names the caller knows, one directory fsync. A message
+    /// renamed meanwhile by someone else is found with one sync; one that is gone gives
+    /// `None` in its place. Returns the messages as they are now, in the order given.
+    pub fn set_flags_many(
+        &self,
+        changes: &[(MessageInfo, Flags)],
+    ) -> Result<Vec<Option<MessageInfo>>> {
+        let _lock = self.lock()?;
+        let mut keywords = self.read_keywords()?;
+        let mut infos = Vec::with_capacity(changes.len());
+        for (_, f) in changes {
+            infos.push(f.to_info(&mut keywords)?);
+        }
+        self.save_keywords(&keywords)?;
+        let mut fresh: Option<HashMap<Uid, MessageInfo>> = None;
+        let mut out = Vec::with_capacity(changes.len());
+        let mut touched_new = false;
+        let mut touched = false;
+        for ((m, _), info) in changes.iter().zip(infos) {
+            let new_name = format!("{}:2,{info}", m.basename);
+            let to = self.dir.join("cur").join(&new_name);
+            let mut current = m.clone();
+            let mut done = false;
+            for attempt in 0..2 {
+                let from = self.message_path(&current);
+                if from == to {
+                    done = true;
+                    break;
+                }
+                match fs::rename(&from, &to) {
+                    Ok(()) => {
+                        touched = true;
+                        touched_new |= current.in_new;
+                        done = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
+                        if fresh.is_none() {
+                            let s = self.sync_locked(&mut |_, _| {})?;
+                            fresh = Some(s.messages.into_iter().map(|x| (x.uid, x)).collect());
+                        }
+                        match fresh.as_ref().and_then(|f| f.get(&m.uid)) {
+                            Some(x) => current = x.clone(),
+                            None => break,
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) => return Err(io_at(&from)(e)),
+                }
+            }
+            out.push(done.then(|| MessageInfo {
+                file_name: new_name,
+                in_new: false,
+                flags: Flags::from_info(&info, &keywords),
+                ..current
+            }));
+        }
+        if touched {
+            sync_dir(&self.dir.join("cur"))?;
+        }
+        if touched_new {
+            sync_dir(&self.dir.join("new"))?;
+        }
+        Ok(out)
+    }
+
+    /// Remembers the CRLF sizes of messages whose names have no `,W=` in the UID list's `W`
+    /// fields (as Dovecot does), so RFC822.SIZE needs no read next time. Best effort: the
+    /// sizes are a cache, a message gone meanwhile is skipped.
+    pub fn remember_vsizes(&self, sizes: &[(Uid, u64)]) -> Result<()> {
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.lock()?;
+        let Some(mut list) = uidlist::read(&self.dir)? else {
+            return Ok(());
+        };
+        let wanted: HashMap<Uid, u64> = sizes.iter().copied().collect();
+        let mut changed = false;
+        for r in &mut list.records {
+            if let Some(&w) = wanted.get(&r.uid) {
+                if r.vsize() != Some(w) {
+                    r.set_vsize(w);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save_list(&list)?;
+        }
+        Ok(())
+    }
+
     /// Removes every message with `\Deleted`; returns their UIDs, ascending.
     pub fn expunge(&self) -> Result<Vec<Uid>> {
         self.expunge_where(|_| true)
@@ -526,7 +623,7 @@ impl Folder {
         let mut keywords = self.read_keywords()?;
         let info = flags.to_info(&mut keywords)?;
         self.save_keywords(&keywords)?;
-        let basename = unique_name(bytes.len() as u64);
+        let basename = unique_name(bytes.len() as u64, Some(crate::crlf_size(bytes)));
         let tmp = self.dir.join("tmp").join(&basename);
         let written = (|| {
             let mut f = OpenOptions::new()
@@ -535,6 +632,7 @@ impl Folder {
                 .mode(0o600)
                 .custom_flags(libc_nofollow())
                 .open(&tmp)?;
+            uidlist::own_like_dir(&f, &self.dir)?;
             f.write_all(bytes)?;
             if let Some(t) = internal_date {
                 f.set_modified(t)?;
@@ -616,7 +714,7 @@ impl Folder {
                 .size
                 .or_else(|| fs::symlink_metadata(&from).ok().map(|md| md.len()))
                 .unwrap_or(0);
-            let basename = unique_name(size);
+            let basename = unique_name(size, m.vsize);
             let to = self.dir.join("cur").join(format!("{basename}:2,{info}"));
             if let Err(e) = fs::hard_link(&from, &to) {
                 if e.kind() == io::ErrorKind::NotFound {
@@ -767,6 +865,7 @@ impl Folder {
                     in_new: *in_new,
                     flags: Flags::from_info(letters, &keywords),
                     size: crate::size_from_name(name),
+                    vsize: crate::vsize_from_name(name).or_else(|| r.vsize()),
                 })
             })
             .collect();
@@ -837,6 +936,9 @@ fn copy_keeping_mtime(from: &Path, to: &Path, tmp: &Path) -> Result<()> {
             .mode(0o600)
             .custom_flags(libc_nofollow())
             .open(tmp)?;
+        if let Some(dir) = tmp.parent() {
+            uidlist::own_like_dir(&dst, dir)?;
+        }
         io::copy(&mut src, &mut dst)?;
         dst.set_modified(mtime)?;
         dst.sync_all()?;

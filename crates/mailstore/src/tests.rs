@@ -67,7 +67,7 @@ fn delivery_lands_in_new_with_exact_size_in_name_and_empty_tmp() {
 
 #[test]
 fn names_have_the_usual_maildir_form() {
-    let name = unique_name(42);
+    let name = unique_name(42, Some(44));
     let (secs, rest) = name.split_once(".M").expect("secs.M");
     assert!(secs.bytes().all(|b| b.is_ascii_digit()));
     let (usecs, rest) = rest.split_once('P').expect("P");
@@ -76,7 +76,7 @@ fn names_have_the_usual_maildir_form() {
     assert_eq!(pid, std::process::id().to_string());
     let (counter, rest) = rest.split_once('.').expect("counter");
     assert!(counter.parse::<u64>().is_ok());
-    assert!(rest.ends_with(",S=42"));
+    assert!(rest.ends_with(",S=42,W=44"));
     assert!(!rest.contains('/') && !rest.contains(':'));
 }
 

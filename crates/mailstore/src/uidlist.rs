@@ -52,6 +52,22 @@ pub struct Record {
     pub basename: String,
 }
 
+impl Record {
+    /// Dovecot's `W<vsize>` extension field: the size with CRLF line endings.
+    pub fn vsize(&self) -> Option<u64> {
+        self.ext
+            .iter()
+            .find_map(|e| e.strip_prefix('W'))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Sets the `W` field (replacing an old one).
+    pub fn set_vsize(&mut self, vsize: u64) {
+        self.ext.retain(|e| !e.starts_with('W'));
+        self.ext.push(format!("W{vsize}"));
+    }
+}
+
 /// The parsed file. Records are kept in UID order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UidList {
@@ -269,6 +285,7 @@ pub fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
             .mode(0o600)
             .custom_flags(libc_nofollow())
             .open(&tmp)?;
+        own_like_dir(&f, dir)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, &dest)
@@ -278,6 +295,22 @@ pub fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         return Err(io_at(&dest)(e));
     }
     sync_dir(dir)
+}
+
+/// Running as root, gives a file we just created the owner of the directory it is in: a
+/// Maildir belongs to its user (uid 5000 in the article), and Dovecot or an MDA running as
+/// that user must be able to replace what we wrote.
+pub(crate) fn own_like_dir(f: &File, dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let d = fs::metadata(dir)?;
+    let m = f.metadata()?;
+    if m.uid() != d.uid() || m.gid() != d.gid() {
+        std::os::unix::fs::fchown(f, Some(d.uid()), Some(d.gid()))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {

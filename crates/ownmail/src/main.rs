@@ -5,6 +5,7 @@
 
 mod bounce;
 mod control;
+mod imap;
 mod newaliases;
 mod queue_cmd;
 mod sendmail;

@@ -157,7 +157,7 @@ fn limits_of(config: &Config) -> Limits {
     l
 }
 
-async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let domain = if addr.is_ipv6() {
         socket2::Domain::IPV6
     } else {
@@ -192,18 +192,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
         }
         let addrs = resolve_listen(&l.on, l.family).map_err(|e| format!("{}: {e}", l.on_pos))?;
         let tls = match &l.pki {
-            Some(name) => Some(match tls_configs.get(name) {
-                Some(c) => c.clone(),
-                None => {
-                    let pki = checked
-                        .config
-                        .pki(name)
-                        .ok_or_else(|| format!("pki {name} missing"))?;
-                    let c = tls_config(pki)?;
-                    tls_configs.insert(name.clone(), c.clone());
-                    c
-                }
-            }),
+            Some(name) => Some(tls_for(&checked.config, name, &mut tls_configs)?),
             None => None,
         };
         let tls_mode = match l.tls {
@@ -238,6 +227,8 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
             bound.push((listener, ctx.clone()));
         }
     }
+
+    let imap_bound = crate::imap::bind_all(&checked.config, &host, &mut tls_configs).await?;
 
     let _lock = lock_spool(&args.spool)?;
     let defaults = QueueOptions::default();
@@ -324,6 +315,11 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
             stop_rx.clone(),
         )));
     }
+    servers.extend(crate::imap::spawn_all(
+        imap_bound,
+        shared.clone(),
+        stop_rx.clone(),
+    ));
     info!(
         "ownmail ready: {} listener(s), spool {}",
         servers.len(),
@@ -419,6 +415,23 @@ fn lock_spool(spool: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> 
             spool.display()
         )
     })
+}
+
+/// The TLS configuration of pki `name`, loaded once and shared by every listener naming it.
+pub(crate) fn tls_for(
+    config: &Config,
+    name: &str,
+    cache: &mut HashMap<String, Arc<rustls::ServerConfig>>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    if let Some(c) = cache.get(name) {
+        return Ok(c.clone());
+    }
+    let pki = config
+        .pki(name)
+        .ok_or_else(|| format!("pki {name} missing"))?;
+    let c = tls_config(pki)?;
+    cache.insert(name.to_string(), c.clone());
+    Ok(c)
 }
 
 fn tls_config(pki: &ownmail_config::model::Pki) -> Result<Arc<rustls::ServerConfig>, String> {

@@ -7,6 +7,7 @@
 //! goes through the rules again (as a local, internal envelope), and every local user must
 //! exist — so an unknown user is refused at RCPT, never bounced later.
 
+mod imap;
 mod matching;
 mod owner;
 mod route;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use ownmail_config::table::Table;
 use ownmail_config::Config;
 
+pub use imap::ImapAccount;
 pub use route::{RcptDecision, Refusal};
 
 /// What a rule may ask about the session a recipient arrived in.

@@ -59,7 +59,7 @@ impl Ruleset {
 
     /// The domains this host receives mail for: `for domain` values and tables, the domains
     /// that virtual tables mark as served, and the local names.
-    fn served_domains(&self) -> BTreeSet<String> {
+    pub(crate) fn served_domains(&self) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self
             .local_names
             .iter()

@@ -406,7 +406,7 @@ fn strip_sub_address(local: &str, delim: char) -> String {
 
 /// `~` (at the start) is the user's home; `%{user.username}`, `%{user.directory}` and
 /// `%{dest.user}` as in OpenSMTPD's format specifiers.
-fn expand_format(s: &str, user: &LocalUser) -> String {
+pub(crate) fn expand_format(s: &str, user: &LocalUser) -> String {
     let home = user.home.to_string_lossy();
     let mut out = if s == "~" {
         home.to_string()
@@ -426,7 +426,7 @@ fn expand_format(s: &str, user: &LocalUser) -> String {
 }
 
 /// A user of the system's passwd database.
-fn system_user(name: &str) -> Option<LocalUser> {
+pub(crate) fn system_user(name: &str) -> Option<LocalUser> {
     if name.is_empty() || name.contains('/') {
         return None;
     }

@@ -277,3 +277,47 @@ fn passwords_are_checked_against_the_credentials_table() {
     assert!(!rs.check_password("auth", "nobody", b"mysupersecretpassword"));
     assert!(!rs.check_password("nosuchtable", "mayeu", b"mysupersecretpassword"));
 }
+
+#[test]
+fn imap_logins_find_the_maildir_the_rules_deliver_to() {
+    let t = tempfile::tempdir().expect("tmp");
+    let rs = article_v2(t.path());
+    // No imap lines: the rules decide both the user and the Maildir (`~/` of vusers).
+    let m = rs.imap_account("m").expect("m has a mailbox");
+    assert_eq!(m.maildir, Path::new("/var/vmail/m/"));
+    assert_eq!((m.user.uid, m.user.gid), (5000, 5000));
+    // A login that is an alias of m owns m's mailbox.
+    let mayeu = rs.imap_account("mayeu@example.org").expect("alias login");
+    assert_eq!(mayeu.maildir, m.maildir);
+    assert!(rs.imap_account("../etc").is_none());
+    assert!(rs.imap_account("").is_none());
+}
+
+#[test]
+fn imap_userdb_mail_overrides_imap_mailbox() {
+    let t = tempfile::tempdir().expect("tmp");
+    let hash = "{PLAIN}secret";
+    std::fs::write(
+        t.path().join("users"),
+        format!(
+            "m:{hash}:5000:5000::/var/vmail/m::userdb_mail=maildir:~/Mail\n\
+             n:{hash}:5001:5001::/var/vmail/n::\n"
+        ),
+    )
+    .expect("write");
+    let rs = ruleset(&format!(
+        "table users passwd:{}/users\nlisten on 127.0.0.1\n\
+         action \"v\" maildir \"~/\" userbase <users>\n\
+         match from any for domain \"example.org\" action \"v\"\n\
+         imap listen on 127.0.0.1\nimap auth <users>\nimap userbase <users>\n\
+         imap mailbox \"~/Box\"\n",
+        t.path().display()
+    ));
+    let m = rs.imap_login("m", b"secret").expect("m logs in");
+    assert_eq!(m.maildir, Path::new("/var/vmail/m/Mail"));
+    let n = rs.imap_login("n", b"secret").expect("n logs in");
+    assert_eq!(n.maildir, Path::new("/var/vmail/n/Box"));
+    assert!(rs.imap_login("n", b"wrong").is_none());
+    assert!(rs.imap_login("nobody-here", b"secret").is_none());
+    assert_eq!(rs.imap_auth_table().as_deref(), Some("users"));
+}
