@@ -111,7 +111,11 @@ pub(crate) fn status_values(
             StatusItem::UidValidity => u64::from(st.uid_validity.0),
             StatusItem::Unseen => st.messages.iter().filter(|m| !m.flags.seen).count() as u64,
             StatusItem::Deleted => st.messages.iter().filter(|m| m.flags.deleted).count() as u64,
-            StatusItem::Size => st.messages.iter().map(|m| m.vsize.or(m.size).unwrap_or(0)).sum(),
+            StatusItem::Size => st
+                .messages
+                .iter()
+                .map(|m| m.vsize.or(m.size).unwrap_or(0))
+                .sum(),
             StatusItem::AppendLimit => s.ctx.max_message,
             StatusItem::HighestModSeq => return Err(Tagged::bad("CONDSTORE not supported yet")),
         };
