@@ -3,6 +3,7 @@
 //! tagged answer last.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,16 @@ pub(crate) struct Selected {
     pub read_only: bool,
     pub uid_next: u32,
     pub msgs: Vec<MessageInfo>,
+}
+
+/// What ended [`Session::read_or`].
+pub(crate) enum Woke<T> {
+    /// Input arrived (appended to `input`).
+    Input,
+    /// Nothing happened within the wait.
+    Timeout,
+    /// The other future completed first.
+    Other(T),
 }
 
 pub(crate) struct Session {
@@ -185,6 +196,17 @@ impl Session {
 
     /// Waits up to `wait` for input. `Ok(false)`: nothing came in time. On shutdown says BYE.
     pub async fn read_some(&mut self, wait: Duration) -> Result<bool, Stop> {
+        let woke = self.read_or(wait, std::future::pending::<()>()).await?;
+        Ok(matches!(woke, Woke::Input))
+    }
+
+    /// [`Session::read_some`] that also returns when `other` completes first (IDLE's folder
+    /// watch). `other` must be cancel-safe: it is dropped when input or the timeout wins.
+    pub async fn read_or<T>(
+        &mut self,
+        wait: Duration,
+        other: impl Future<Output = T>,
+    ) -> Result<Woke<T>, Stop> {
         self.flush().await?;
         let Some(io) = self.io.as_mut() else {
             return Err(Stop::Lost);
@@ -194,8 +216,9 @@ impl Session {
             r = tokio::time::timeout(wait, io.read(&mut buf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Lost),
                 Ok(Ok(n)) => n,
-                Err(_) => return Ok(false),
+                Err(_) => return Ok(Woke::Timeout),
             },
+            v = other => return Ok(Woke::Other(v)),
             _ = self.shutdown.changed() => {
                 self.bye("Server shutting down");
                 let _ = self.flush().await;
@@ -204,7 +227,7 @@ impl Session {
         };
         self.input
             .extend_from_slice(buf.get(..n).unwrap_or_default());
-        Ok(true)
+        Ok(Woke::Input)
     }
 
     /// Reads more input or ends the session with an autologout BYE.

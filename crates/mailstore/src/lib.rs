@@ -360,12 +360,14 @@ mod flags;
 mod name;
 mod store;
 mod uidlist;
+mod watch;
 
 pub use error::{NameError, Result, StoreError};
 pub use flags::{check_keyword, split_info, Flags, Keywords, FORWARDED, MAX_KEYWORDS};
 pub use name::{is_inbox, FolderName, SpecialUse};
 pub use store::{Folder, FolderInfo, FolderState, MailStore, MessageInfo};
 pub use uidlist::{Uid, UidList, UidValidity, LOCK as UIDLIST_LOCK, UIDLIST};
+pub use watch::{FolderWatch, WatchEvent};
 
 #[cfg(test)]
 mod store_tests;
