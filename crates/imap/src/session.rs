@@ -85,6 +85,16 @@ pub(crate) struct Selected {
     pub msgs: Vec<MessageInfo>,
 }
 
+/// Runs `f`, which does file system work, without holding up the other sessions of this
+/// runtime thread: on the multi-threaded runtime (the server's) the thread hands its other
+/// tasks to a new worker first; elsewhere (single-threaded tests) `f` just runs.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// What ended [`Session::read_or`].
 pub(crate) enum Woke<T> {
     /// Input arrived (appended to `input`).
@@ -442,6 +452,25 @@ impl Session {
             }
             // RFC 2177: IDLE is allowed without a selected mailbox too (nothing to report).
             CommandBody::Idle => crate::idle::idle(self).await?,
+            body => blocking(|| self.mailbox_command(&tag, body)),
+        };
+        if t.status == Status::Bad {
+            self.tagged(&tag, t);
+            return if self.count_error() {
+                Err(Stop::Done)
+            } else {
+                Ok(())
+            };
+        }
+        blocking(|| self.refresh(expunge_ok));
+        self.tagged(&tag, t);
+        Ok(())
+    }
+
+    /// The commands that work on the mail store, after login. They read and rename files
+    /// (a SELECT of a large folder reads its directories): run through [`blocking`].
+    fn mailbox_command(&mut self, tag: &str, body: CommandBody) -> Tagged {
+        match body {
             CommandBody::Namespace => crate::mailbox::namespace(self),
             CommandBody::List {
                 selection,
@@ -517,24 +546,14 @@ impl Session {
                 criteria,
             } => crate::search::search(
                 self,
-                &tag,
+                tag,
                 uid,
                 returns.as_deref(),
                 charset.as_deref(),
                 &criteria,
             ),
-        };
-        if t.status == Status::Bad {
-            self.tagged(&tag, t);
-            return if self.count_error() {
-                Err(Stop::Done)
-            } else {
-                Ok(())
-            };
+            _ => Tagged::bad("Command not allowed here"),
         }
-        self.refresh(expunge_ok);
-        self.tagged(&tag, t);
-        Ok(())
     }
 
     /// Syncs the selected folder and announces what changed: EXPUNGE (when allowed), FETCH
