@@ -29,7 +29,9 @@ pub(crate) fn append(
         Err(t) => return t,
     };
     let f = message::from_imap_flags(flags);
-    let uid = match folder.append(bytes, &f, date.as_ref().map(message::from_datetime)) {
+    // Stored with LF line endings like delivered mail; sent back with CRLF.
+    let stored = ownmail_mailstore::from_crlf(bytes);
+    let uid = match folder.append(&stored, &f, date.as_ref().map(message::from_datetime)) {
         Ok(u) => u,
         Err(e) => return store_error(e),
     };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ownmail_imap_proto::{
     mutf7_decode, parse_command, Code, Command, CommandBody, CommandReader, Data, EncodeOptions,
-    FetchValue, Mailbox, ReadState, Response, SequenceSet, Status,
+    FetchValue, Mailbox, ReadErrorKind, ReadState, Response, SequenceSet, Status,
 };
 use ownmail_mailstore::{Folder, MailStore, MessageInfo, StoreError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -353,7 +353,20 @@ impl Session {
                 }
                 ReadState::Error(e) => {
                     let text = e.kind.to_string();
-                    self.send(Response::bad(e.tag.as_deref(), &text));
+                    match (&e.kind, e.tag.as_deref()) {
+                        // RFC 7889 §2 / RFC 9051 §7.1: a message over APPENDLIMIT gets NO
+                        // [TOOBIG]; the literal was not taken (or was skipped), so the
+                        // session goes on.
+                        (ReadErrorKind::LiteralTooLarge { .. }, Some(tag)) => {
+                            self.send(Response::Tagged {
+                                tag: tag.to_string(),
+                                status: Status::No,
+                                code: Some(Code::TooBig),
+                                text,
+                            })
+                        }
+                        _ => self.send(Response::bad(e.tag.as_deref(), &text)),
+                    }
                     if self.count_error() {
                         return Stop::Done;
                     }

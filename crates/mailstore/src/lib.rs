@@ -337,6 +337,25 @@ pub fn crlf_size(bytes: &[u8]) -> u64 {
     bytes.len() as u64 + bare
 }
 
+/// `bytes` with every CRLF written LF, as Maildir files hold them (Dovecot's
+/// `mail_save_crlf = no`); borrowed when there is none. [`to_crlf`] gives the bytes back.
+pub fn from_crlf(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !bytes.windows(2).any(|w| w == b"\r\n") {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `bytes` with every bare LF written CRLF; borrowed when there is none. Maildir files
 /// hold LF line endings (as Dovecot and local delivery write them), IMAP sends CRLF.
 pub fn to_crlf(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {

@@ -195,3 +195,15 @@ fn size_is_read_back_from_names_with_flags() {
     assert_eq!(size_from_name("1.M2P3Q4.host,S=1234,W=1300"), Some(1234));
     assert_eq!(size_from_name("1.M2P3Q4.host"), None);
 }
+
+#[test]
+fn line_endings_round_trip_between_imap_and_maildir() {
+    use crate::{crlf_size, from_crlf, to_crlf};
+    let imap = b"Subject: x\r\n\r\nbody\r\nbare\rcr\r\n";
+    let disk = from_crlf(imap);
+    assert_eq!(&*disk, b"Subject: x\n\nbody\nbare\rcr\n");
+    assert_eq!(&*to_crlf(&disk), imap);
+    assert_eq!(crlf_size(&disk), imap.len() as u64);
+    assert!(matches!(to_crlf(imap), std::borrow::Cow::Borrowed(_)));
+    assert_eq!(&*to_crlf(b"a\nb\r\n"), b"a\r\nb\r\n");
+}
