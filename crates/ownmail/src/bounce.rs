@@ -277,6 +277,7 @@ mod tests {
             Runtime {
                 rules: Arc::new(rules),
                 limits: Limits::default(),
+                signer: None,
             },
             sink.clone(),
         );

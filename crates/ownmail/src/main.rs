@@ -5,7 +5,10 @@
 
 mod bounce;
 mod control;
+mod dkim_cmd;
+mod dns_cmd;
 mod imap;
+mod local;
 mod newaliases;
 mod queue_cmd;
 mod sendmail;
@@ -47,6 +50,13 @@ enum Command {
         /// Log protocol details too.
         #[arg(short = 'v', long)]
         verbose: bool,
+        /// No configuration, no root: SMTP, submission and IMAP on loopback with one user,
+        /// everything under --dir (made at the first start, reused after).
+        #[arg(long, conflicts_with_all = ["file", "spool", "pki_dir"])]
+        local: bool,
+        /// The directory of `--local`.
+        #[arg(long, requires = "local", default_value = "ownmail-local")]
+        dir: PathBuf,
     },
     /// Parse and validate the configuration and every table it names.
     Check {
@@ -86,6 +96,23 @@ enum Command {
     User {
         #[command(subcommand)]
         action: user_cmd::UserAction,
+    },
+    /// DKIM keys: `dkim keygen DOMAIN` writes a new key and prints its DNS record.
+    Dkim {
+        #[command(subcommand)]
+        action: dkim_cmd::DkimAction,
+    },
+    /// Print the DNS records to publish for DOMAIN (MX, SPF, DKIM, DMARC) and the PTR to
+    /// check, from the configuration.
+    Dns {
+        /// The mail domain.
+        domain: String,
+        /// The configuration file.
+        #[arg(short = 'f', long = "file", default_value = "/etc/ownmail/smtpd.conf")]
+        file: PathBuf,
+        /// Where `certificate NAME` finds NAME.crt and NAME.key.
+        #[arg(long, default_value = "/etc/certs")]
+        pki_dir: PathBuf,
     },
     /// Rebuild every db: table of the configuration from its source file.
     Newaliases {
@@ -132,10 +159,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     match cli.command {
         Command::Serve {
+            local: true,
+            dir,
+            verbose,
+            ..
+        } => serve_local(&dir, verbose),
+        Command::Serve {
             file,
             spool,
             pki_dir,
             verbose,
+            ..
         } => serve::serve(serve::ServeArgs {
             file,
             spool,
@@ -153,7 +187,43 @@ fn main() -> ExitCode {
         Command::Sendmail(args) => sendmail::sendmail(*args),
         Command::User { action } => user_cmd::user_command(action),
         Command::Newaliases { file, pki_dir } => newaliases::newaliases(&file, &pki_dir),
+        Command::Dkim { action } => dkim_cmd::dkim_command(action),
+        Command::Dns {
+            domain,
+            file,
+            pki_dir,
+        } => dns_cmd::dns(dns_cmd::DnsArgs {
+            domain,
+            file,
+            pki_dir,
+        }),
     }
+}
+
+/// `serve --local`: sets DIR up (or reads it back), prints the login, serves.
+fn serve_local(dir: &Path, verbose: bool) -> ExitCode {
+    let local = match local::prepare(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ownmail serve --local: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(local.describe().as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    drop(out);
+    serve::serve(serve::ServeArgs {
+        file: local.conf(),
+        spool: local.spool(),
+        pki_dir: local.certs(),
+        verbose,
+    })
 }
 
 /// Every diagnostic on stderr, one `FILE:LINE:COL: message` a line.
@@ -165,7 +235,8 @@ fn report(diags: &Diagnostics) {
 }
 
 fn check(file: &Path, pki_dir: PathBuf, print: bool) -> ExitCode {
-    let checked = check_file(file, &ParseOptions { pki_dir });
+    let mut checked = check_file(file, &ParseOptions { pki_dir });
+    dkim_cmd::check_keys(&mut checked);
     report(&checked.diags);
     if !checked.ok() {
         return ExitCode::FAILURE;

@@ -87,23 +87,26 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// Rules and limits from a checked configuration, and its relay actions for the relay courier.
+/// Rules, limits and DKIM keys from a checked configuration, and its relay actions for the
+/// relay courier. Fails (naming the `dkim sign` lines) when a DKIM key cannot sign.
 fn runtime_of(
     checked: Checked,
     hostname: &str,
     listen_addrs: &[IpAddr],
-) -> (Runtime, HashMap<String, RelayRoute>) {
+) -> Result<(Runtime, HashMap<String, RelayRoute>), String> {
+    let signer = crate::dkim_cmd::signer_of(&checked.config, &checked.tables)?;
     let routes = relay_routes(&checked.config, &checked.tables);
     let config = Arc::new(checked.config);
     let limits = limits_of(&config);
     let rules = Ruleset::new(config, Arc::new(checked.tables), hostname, listen_addrs);
-    (
+    Ok((
         Runtime {
             rules: Arc::new(rules),
             limits,
+            signer,
         },
         routes,
-    )
+    ))
 }
 
 /// Each `relay` action as the relay courier needs it, its smarthost credentials looked up in
@@ -276,7 +279,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     ));
 
     let sink: Arc<dyn MessageSink> = queue.clone();
-    let (runtime, routes) = runtime_of(checked, &host, &listen_addrs);
+    let (runtime, routes) = runtime_of(checked, &host, &listen_addrs)?;
     relay.set_routes(routes);
     let shared = Shared::new(runtime, sink.clone());
     let bouncer = Arc::new(crate::bounce::Bouncer::new(
@@ -378,7 +381,13 @@ fn reload(
         );
         return;
     }
-    let (runtime, routes) = runtime_of(checked, host, listen_addrs);
+    let (runtime, routes) = match runtime_of(checked, host, listen_addrs) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("reload failed, keeping the running configuration: {e}");
+            return;
+        }
+    };
     relay.set_routes(routes);
     shared.replace_runtime(runtime);
     info!("configuration reloaded from {}", file.display());

@@ -2,8 +2,10 @@
 //! STARTTLS, PIPELINING, CHUNKING and the limits of §5.1.
 //!
 //! The session knows two things outside itself: the rules (`ownmail-rules`, swapped whole on
-//! reload) and a [`MessageSink`] that makes a message durable. It says `250` to DATA only
-//! after the sink's `enqueue` has returned Ok — never before the bytes are on disk.
+//! reload, with the DKIM [`OutboundSigner`]) and a [`MessageSink`] that makes a message
+//! durable. It says `250` to DATA only after the sink's `enqueue` has returned Ok — never
+//! before the bytes are on disk. Mail that is signed is signed before it is queued, so the
+//! queue only ever holds it whole and signed.
 
 mod auth;
 mod received;
@@ -16,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ownmail_rules::Ruleset;
-use ownmail_types::MessageSink;
+use ownmail_types::{MessageSink, OutboundSigner};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -92,6 +94,8 @@ impl Default for Limits {
 pub struct Runtime {
     pub rules: Arc<Ruleset>,
     pub limits: Limits,
+    /// DKIM signing of mail our own users send out (`dkim sign`); None signs nothing.
+    pub signer: Option<Arc<dyn OutboundSigner>>,
 }
 
 /// What every session of every listener shares.

@@ -66,7 +66,14 @@ async fn connect(limits: Limits) -> Client {
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = Arc::new(ruleset(dir.path()));
     let queue = Arc::new(FakeQueue::default());
-    let shared = Shared::new(Runtime { rules, limits }, queue.clone());
+    let shared = Shared::new(
+        Runtime {
+            rules,
+            limits,
+            signer: None,
+        },
+        queue.clone(),
+    );
     let ctx = Arc::new(ListenerCtx {
         hostname: "mx.example.org".into(),
         tls_mode: TlsMode::None,

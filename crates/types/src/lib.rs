@@ -1,7 +1,8 @@
 //! Types shared along the mail path (SPEC §2): addresses, queue ids, the envelope a message
-//! carries through the queue, and the two small traits between the stages — [`MessageSink`]
-//! (SMTP hands an accepted message to the queue) and [`Courier`] (the queue hands one
-//! recipient to a delivery agent). Nothing here does I/O.
+//! carries through the queue, and the small traits between the stages — [`MessageSink`]
+//! (SMTP hands an accepted message to the queue), [`Courier`] (the queue hands one
+//! recipient to a delivery agent) and [`OutboundSigner`] (SMTP has outgoing mail of our own
+//! users DKIM-signed before it is queued). Nothing here does I/O.
 
 use std::fmt;
 use std::future::Future;
@@ -337,6 +338,29 @@ pub trait Courier: Send + Sync + 'static {
 /// after that and never before.
 pub trait MessageSink: Send + Sync + 'static {
     fn enqueue(&self, env: Envelope, message: Vec<u8>) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// A header field that an [`OutboundSigner`] puts on top of a message, and what it says for
+/// the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignatureField {
+    /// The whole field, folded, ending in CRLF (`DKIM-Signature: v=1; …\r\n`).
+    pub field: String,
+    /// The signing domain (DKIM `d=`).
+    pub domain: String,
+    /// The DKIM selector (`s=`).
+    pub selector: String,
+}
+
+/// Signs mail that our own users send out (DKIM, SPEC §5.7). SMTP calls it, before the
+/// message is queued, only for authenticated or local senders with at least one recipient
+/// relayed to another host; the signer decides from the message itself (its `From:` domain)
+/// whether it has a key for it. The message is given with CRLF line ends, as it will be
+/// queued; the caller prepends the field unchanged and changes nothing else afterwards.
+pub trait OutboundSigner: Send + Sync + 'static {
+    /// `Ok(None)`: not ours to sign (no key for the `From:` domain, or no single `From:`
+    /// domain). `Err`: a key that should have signed could not.
+    fn sign(&self, message: &[u8]) -> Result<Option<SignatureField>, String>;
 }
 
 #[cfg(test)]

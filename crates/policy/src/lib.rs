@@ -1,0 +1,26 @@
+//! Mail authentication policy (SPEC §5.7): DKIM signing of the mail our own users send out,
+//! today; SPF, DKIM, DMARC and ARC checks of incoming mail will live here too.
+//!
+//! Cryptography and canonicalisation come from `mail-auth` (with a corrected relaxed body
+//! canonicalisation, see `vendor/README.md`); this crate decides *what* is signed and with
+//! which key, loads keys, generates them (`ownmail dkim keygen`) and writes the DNS records
+//! that publish them (`ownmail dns`).
+//!
+//! Invariants:
+//! - Keys are read and checked once, when the configuration is loaded (start and SIGHUP); a
+//!   key that cannot sign (unreadable, an EC key, RSA under 2048 bits) is an error naming the
+//!   `dkim sign` line, never a message that silently leaves unsigned.
+//! - [`DkimSigner::sign`] never panics on message bytes, and signs only a message whose
+//!   `From:` addresses all have one domain, and only with that domain's own entry.
+
+mod author;
+mod key;
+mod keygen;
+mod record;
+mod signer;
+
+pub use author::author_domain;
+pub use key::{load_key, KeyError, KeyKind, LoadedKey};
+pub use keygen::{generate, GeneratedKey};
+pub use record::{dkim_txt, zone_txt};
+pub use signer::{entry_domains, load_entry_key, ConfigError, DkimSigner, SIGNED_HEADERS};
