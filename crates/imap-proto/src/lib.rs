@@ -15,6 +15,7 @@
 //! caller's line limit plus its literal limit; parser recursion is bounded
 //! ([`MAX_SEARCH_DEPTH`]) and so are sequence sets ([`MAX_SEQUENCE_RANGES`]).
 
+mod bodystructure;
 mod command;
 mod cursor;
 mod fetch;
@@ -24,6 +25,9 @@ mod response;
 mod search;
 mod types;
 
+pub use bodystructure::{
+    BodyExtension, BodyFields, BodyStructure, Params, SingleKind, MAX_BODY_DEPTH,
+};
 pub use command::{
     is_idle_done, parse_command, Command, CommandBody, ListReturn, ListSelect, ParseError,
     Password, SelectParam, StoreMode, DEFAULT_MAX_LINE, DEFAULT_MAX_LITERAL,

@@ -1,58 +1,131 @@
-//! FETCH and UID FETCH (RFC 9051 §6.4.5). Supported: FLAGS, UID, RFC822.SIZE, INTERNALDATE,
-//! RFC822, RFC822.HEADER, RFC822.TEXT and BODY[…]/BODY.PEEK[…] of the whole message
-//! (HEADER, TEXT, HEADER.FIELDS, HEADER.FIELDS.NOT, partial). ENVELOPE, BODYSTRUCTURE, BODY,
-//! BINARY and MODSEQ are refused with BAD for now; part numbers give NIL.
+//! FETCH and UID FETCH (RFC 9051 §6.4.5, RFC 3501 §6.4.5): FLAGS, UID, RFC822.SIZE,
+//! INTERNALDATE, RFC822, RFC822.HEADER, RFC822.TEXT, ENVELOPE, BODY, BODYSTRUCTURE,
+//! BODY[section]<partial> and BODY.PEEK of the message or of any part (HEADER,
+//! HEADER.FIELDS[.NOT], TEXT, MIME), BINARY[part]<partial>, BINARY.PEEK and BINARY.SIZE
+//! (RFC 3516). MODSEQ is refused with BAD: CONDSTORE is not offered.
+//!
+//! Messages are read whole (the literal limit bounds what was stored) and sent with CRLF
+//! line endings whatever the file holds, so every size and offset agrees with RFC822.SIZE
+//! (the `,W=` size) and with what Dovecot sends. The MIME structure ([`crate::mime`]) is
+//! parsed only for the items that need it. Each message's items are all computed before it
+//! is marked `\Seen`, so a BINARY that fails (`NO [UNKNOWN-CTE]`) leaves it unseen.
 
+use std::borrow::Cow;
 use std::io::Read;
 
-use ownmail_imap_proto::{Data, FetchAttr, FetchValue, Partial, Section, SectionText, SequenceSet};
-use ownmail_mailstore::{MessageInfo, StoreError};
+use ownmail_imap_proto::{
+    Code, Data, FetchAttr, FetchValue, Partial, Section, SectionText, SequenceSet,
+};
+use ownmail_mailstore::{Folder, MessageInfo, StoreError};
 
 use crate::message;
+use crate::mime::{self, Kind, Part};
 use crate::session::{store_error, Session, Tagged};
 
 fn unsupported(a: &FetchAttr) -> bool {
-    matches!(
-        a,
-        FetchAttr::Envelope
-            | FetchAttr::Body
-            | FetchAttr::BodyStructure
-            | FetchAttr::ModSeq
-            | FetchAttr::Binary { .. }
-            | FetchAttr::BinarySize { .. }
-    )
+    matches!(a, FetchAttr::ModSeq)
 }
 
 fn needs_body(a: &FetchAttr) -> bool {
-    matches!(
+    !matches!(
         a,
-        FetchAttr::Rfc822
-            | FetchAttr::Rfc822Header
-            | FetchAttr::Rfc822Text
-            | FetchAttr::BodySection { .. }
+        FetchAttr::Flags
+            | FetchAttr::Uid
+            | FetchAttr::InternalDate
+            | FetchAttr::Rfc822Size
+            | FetchAttr::ModSeq
     )
 }
 
-/// Items that set `\Seen` (RFC 9051 §6.4.5).
+/// Items that need the MIME structure, not just the header/body split.
+fn needs_mime(a: &FetchAttr) -> bool {
+    match a {
+        FetchAttr::Body | FetchAttr::BodyStructure => true,
+        FetchAttr::BodySection { section, .. } => !section.part.is_empty(),
+        FetchAttr::Binary { part, .. } | FetchAttr::BinarySize { part } => !part.is_empty(),
+        _ => false,
+    }
+}
+
+/// Items that set `\Seen` (RFC 9051 §6.4.5, RFC 3516 §4.2).
 fn sets_seen(a: &FetchAttr) -> bool {
     matches!(
         a,
-        FetchAttr::Rfc822 | FetchAttr::Rfc822Text | FetchAttr::BodySection { peek: false, .. }
+        FetchAttr::Rfc822
+            | FetchAttr::Rfc822Text
+            | FetchAttr::BodySection { peek: false, .. }
+            | FetchAttr::Binary { peek: false, .. }
     )
 }
 
-fn section_bytes(msg: &[u8], section: &Section) -> Option<Vec<u8>> {
-    if !section.part.is_empty() {
-        return None;
+/// A BINARY of a part whose Content-Transfer-Encoding we cannot undo (RFC 3516 §4.3).
+struct UnknownCte;
+
+/// IMAP literals may not carry NUL (RFC 3501 §9 CHAR8): send 0x80 instead, as Dovecot does.
+/// BINARY, whose literal8 may, keeps them.
+fn no_nuls(mut data: Vec<u8>) -> Vec<u8> {
+    for b in &mut data {
+        if *b == 0 {
+            *b = 0x80;
+        }
     }
-    Some(match &section.text {
-        None => msg.to_vec(),
-        Some(SectionText::Header) => message::header(msg).to_vec(),
-        Some(SectionText::Text) => message::text(msg).to_vec(),
-        Some(SectionText::HeaderFields(names)) => message::header_fields(msg, names, false),
-        Some(SectionText::HeaderFieldsNot(names)) => message::header_fields(msg, names, true),
-        Some(SectionText::Mime) => return None,
+    data
+}
+
+fn slice<'m>(msg: &'m [u8], r: &std::ops::Range<usize>) -> &'m [u8] {
+    msg.get(r.clone()).unwrap_or_default()
+}
+
+/// The bytes a BODY[section] names, `None` (NIL) when there is no such part, or when
+/// HEADER/TEXT name a part that is not a message/rfc822 (RFC 3501 §6.4.5).
+fn section_bytes(msg: &[u8], tree: Option<&Part>, section: &Section) -> Option<Vec<u8>> {
+    if section.part.is_empty() {
+        return Some(match &section.text {
+            None => msg.to_vec(),
+            Some(SectionText::Header) => message::header(msg).to_vec(),
+            Some(SectionText::Text) => message::text(msg).to_vec(),
+            Some(SectionText::HeaderFields(names)) => message::header_fields(msg, names, false),
+            Some(SectionText::HeaderFieldsNot(names)) => message::header_fields(msg, names, true),
+            Some(SectionText::Mime) => return None,
+        });
+    }
+    let part = mime::find(tree?, &section.part)?;
+    let text = match &section.text {
+        None => return Some(slice(msg, &part.body).to_vec()),
+        Some(SectionText::Mime) => return Some(slice(msg, &part.header).to_vec()),
+        Some(t) => t,
+    };
+    // HEADER, HEADER.FIELDS[.NOT] and TEXT of a message/rfc822 part are those of the
+    // encapsulated message.
+    let Kind::Message(inner) = &part.kind else {
+        return None;
+    };
+    let header = slice(msg, &inner.header);
+    Some(match text {
+        SectionText::Header => header.to_vec(),
+        SectionText::Text => slice(msg, &inner.body).to_vec(),
+        SectionText::HeaderFields(names) => message::header_fields(header, names, false),
+        SectionText::HeaderFieldsNot(names) => message::header_fields(header, names, true),
+        SectionText::Mime => return None,
     })
+}
+
+/// BINARY[part] (RFC 3516 §4.2): the part's body with its transfer encoding undone; the
+/// whole message, as it is, for an empty part; `None` (NIL) when there is no such part.
+fn binary_bytes(
+    msg: &[u8],
+    tree: Option<&Part>,
+    part: &[u32],
+) -> Result<Option<Vec<u8>>, UnknownCte> {
+    if part.is_empty() {
+        return Ok(Some(msg.to_vec()));
+    }
+    let Some(p) = tree.and_then(|t| mime::find(t, part)) else {
+        return Ok(None);
+    };
+    mime::decode(p.content.encoding.as_deref(), slice(msg, &p.body))
+        .map(Some)
+        .ok_or(UnknownCte)
 }
 
 fn partial(data: Vec<u8>, p: Option<Partial>) -> (Option<u32>, Vec<u8>) {
@@ -69,9 +142,111 @@ fn partial(data: Vec<u8>, p: Option<Partial>) -> (Option<u32>, Vec<u8>) {
     }
 }
 
+fn dotted(part: &[u32]) -> String {
+    part.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// What one message offers to the items.
+struct Source<'a> {
+    m: &'a MessageInfo,
+    folder: &'a Folder,
+    /// The message with CRLF line endings, when an item needed it.
+    body: Option<&'a [u8]>,
+    tree: Option<&'a Part>,
+}
+
+/// One item's value; `None` for FLAGS, which is filled in once `\Seen` is settled.
+fn value(a: &FetchAttr, src: &Source) -> Result<Option<FetchValue>, UnknownCte> {
+    let msg = src.body.unwrap_or_default();
+    Ok(Some(match a {
+        FetchAttr::Flags | FetchAttr::ModSeq => return Ok(None),
+        FetchAttr::Uid => FetchValue::Uid(src.m.uid.0),
+        FetchAttr::Rfc822Size => FetchValue::Rfc822Size(
+            src.body
+                .map_or(src.m.vsize.or(src.m.size).unwrap_or(0), |b| b.len() as u64),
+        ),
+        FetchAttr::InternalDate => {
+            let t = src
+                .folder
+                .internal_date(src.m)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            FetchValue::InternalDate(message::to_datetime(t))
+        }
+        FetchAttr::Rfc822 => FetchValue::Rfc822(src.body.map(|b| no_nuls(b.to_vec()))),
+        FetchAttr::Rfc822Header => {
+            FetchValue::Rfc822Header(src.body.map(|b| no_nuls(message::header(b).to_vec())))
+        }
+        FetchAttr::Rfc822Text => {
+            FetchValue::Rfc822Text(src.body.map(|b| no_nuls(message::text(b).to_vec())))
+        }
+        FetchAttr::Envelope => {
+            FetchValue::Envelope(Box::new(message::envelope(message::header(msg))))
+        }
+        FetchAttr::Body | FetchAttr::BodyStructure => {
+            let extensible = matches!(a, FetchAttr::BodyStructure);
+            let owned;
+            let tree = match src.tree {
+                Some(t) => t,
+                None => {
+                    owned = mime::parse(msg);
+                    &owned
+                }
+            };
+            FetchValue::Raw {
+                name: if extensible { "BODYSTRUCTURE" } else { "BODY" }.to_string(),
+                value: mime::structure(msg, tree).encode(extensible),
+            }
+        }
+        FetchAttr::BodySection {
+            section,
+            partial: p,
+            ..
+        } => {
+            let data = src.body.and_then(|b| section_bytes(b, src.tree, section));
+            let (origin, data) = match data {
+                Some(d) => {
+                    let (o, d) = partial(no_nuls(d), *p);
+                    (o, Some(d))
+                }
+                None => (p.map(|p| p.offset), None),
+            };
+            FetchValue::BodySection {
+                section: section.clone(),
+                origin,
+                data,
+            }
+        }
+        FetchAttr::Binary {
+            part, partial: p, ..
+        } => match (binary_bytes(msg, src.tree, part)?, p) {
+            (Some(data), Some(p)) => {
+                // FetchValue::Binary has no origin: write `BINARY[part]<origin> ~{n}` here.
+                let (origin, data) = partial(data, Some(*p));
+                let mut value = format!("~{{{}}}\r\n", data.len()).into_bytes();
+                value.extend_from_slice(&data);
+                FetchValue::Raw {
+                    name: format!("BINARY[{}]<{}>", dotted(part), origin.unwrap_or(0)),
+                    value,
+                }
+            }
+            (data, _) => FetchValue::Binary {
+                part: part.clone(),
+                data,
+            },
+        },
+        FetchAttr::BinarySize { part } => FetchValue::BinarySize {
+            part: part.clone(),
+            size: binary_bytes(msg, src.tree, part)?.map_or(0, |d| d.len() as u64),
+        },
+    }))
+}
+
 pub(crate) fn fetch(s: &mut Session, uid: bool, set: &SequenceSet, items: &[FetchAttr]) -> Tagged {
     if items.iter().any(unsupported) {
-        return Tagged::bad("ENVELOPE, BODYSTRUCTURE, BINARY and MODSEQ are not supported yet");
+        return Tagged::bad("MODSEQ needs CONDSTORE, which is not offered");
     }
     let idxs = match s.resolve(set, uid) {
         Ok(i) => i,
@@ -82,24 +257,35 @@ pub(crate) fn fetch(s: &mut Session, uid: bool, set: &SequenceSet, items: &[Fetc
         items.insert(0, FetchAttr::Uid);
     }
     let want_body = items.iter().any(needs_body);
+    let want_mime = items.iter().any(needs_mime);
     let mark_seen = items.iter().any(sets_seen);
     let mut out = Vec::new();
     let mut missing = false;
+    let mut failed = None;
     {
         let Some(sel) = s.selected.as_mut() else {
             return Tagged::bad("No mailbox selected");
         };
+        let wants_size = items.contains(&FetchAttr::Rfc822Size);
+        // Per message: its index, itself, and the item values (FLAGS left for later).
+        let mut answers: Vec<(usize, MessageInfo, Vec<Option<FetchValue>>)> = Vec::new();
+        // CRLF sizes learnt by reading files whose names do not carry them.
+        let mut learnt = Vec::new();
         for i in idxs {
             let Some(mut m) = sel.msgs.get(i).cloned() else {
                 continue;
             };
-            let body = if want_body || (m.size.is_none() && items.contains(&FetchAttr::Rfc822Size))
-            {
+            let body = if want_body || (m.vsize.is_none() && wants_size) {
                 match read_message(&sel.folder, &mut m) {
                     Ok(b) => {
+                        if m.vsize.is_none() {
+                            m.vsize = Some(b.len() as u64);
+                            learnt.push((m.uid, b.len() as u64));
+                        }
                         if let Some(slot) = sel.msgs.get_mut(i) {
                             slot.file_name.clone_from(&m.file_name);
                             slot.in_new = m.in_new;
+                            slot.vsize = m.vsize;
                         }
                         Some(b)
                     }
@@ -112,67 +298,69 @@ pub(crate) fn fetch(s: &mut Session, uid: bool, set: &SequenceSet, items: &[Fetc
             } else {
                 None
             };
-            let mut flags_changed = false;
-            if mark_seen && !sel.read_only && !m.flags.seen {
-                let mut f = m.flags.clone();
-                f.seen = true;
-                match sel.folder.set_flags(m.uid, &f) {
-                    Ok(updated) => {
-                        m = updated;
-                        if let Some(slot) = sel.msgs.get_mut(i) {
-                            *slot = m.clone();
-                        }
-                        flags_changed = true;
-                    }
-                    Err(StoreError::NoSuchMessage(_)) => {}
-                    Err(e) => return store_error(e),
+            let tree = match (&body, want_mime) {
+                (Some(b), true) => Some(mime::parse(b)),
+                _ => None,
+            };
+            let src = Source {
+                m: &m,
+                folder: &sel.folder,
+                body: body.as_deref(),
+                tree: tree.as_ref(),
+            };
+            let values: Result<Vec<_>, UnknownCte> = items.iter().map(|a| value(a, &src)).collect();
+            let Ok(values) = values else {
+                failed = Some(
+                    Tagged::no("Unknown Content-Transfer-Encoding")
+                        .code(Code::Other("UNKNOWN-CTE".into())),
+                );
+                break;
+            };
+            answers.push((i, m, values));
+        }
+        if let Err(e) = sel.folder.remember_vsizes(&learnt) {
+            tracing::debug!("imap event=vsize-cache-error error=\"{e}\"");
+        }
+        // `\Seen` for every message that gets it, in one batch of renames.
+        let mut seen_now = vec![false; answers.len()];
+        if mark_seen && !sel.read_only {
+            let (pos, batch): (Vec<usize>, Vec<_>) = answers
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, m, _))| !m.flags.seen)
+                .map(|(k, (_, m, _))| {
+                    let mut f = m.flags.clone();
+                    f.seen = true;
+                    (k, (m.clone(), f))
+                })
+                .unzip();
+            let updated = match sel.folder.set_flags_many(&batch) {
+                Ok(u) => u,
+                Err(e) => return store_error(e),
+            };
+            for (k, u) in pos.into_iter().zip(updated) {
+                // None: expunged meanwhile; its EXPUNGE is announced later.
+                let (Some(u), Some((i, m, _))) = (u, answers.get_mut(k)) else {
+                    continue;
+                };
+                if let Some(slot) = sel.msgs.get_mut(*i) {
+                    *slot = u.clone();
+                }
+                *m = u;
+                if let Some(flag) = seen_now.get_mut(k) {
+                    *flag = true;
                 }
             }
-            let mut values = Vec::new();
-            for a in &items {
-                let v = match a {
-                    FetchAttr::Flags => FetchValue::Flags(message::to_imap_flags(&m.flags)),
-                    FetchAttr::Uid => FetchValue::Uid(m.uid.0),
-                    FetchAttr::Rfc822Size => FetchValue::Rfc822Size(
-                        body.as_ref()
-                            .map_or(m.size.unwrap_or(0), |b| b.len() as u64),
-                    ),
-                    FetchAttr::InternalDate => match sel.folder.internal_date(&m) {
-                        Ok(t) => FetchValue::InternalDate(message::to_datetime(t)),
-                        Err(_) => {
-                            FetchValue::InternalDate(message::to_datetime(std::time::UNIX_EPOCH))
-                        }
-                    },
-                    FetchAttr::Rfc822 => FetchValue::Rfc822(body.clone()),
-                    FetchAttr::Rfc822Header => FetchValue::Rfc822Header(
-                        body.as_deref().map(|b| message::header(b).to_vec()),
-                    ),
-                    FetchAttr::Rfc822Text => {
-                        FetchValue::Rfc822Text(body.as_deref().map(|b| message::text(b).to_vec()))
-                    }
-                    FetchAttr::BodySection {
-                        section,
-                        partial: p,
-                        ..
-                    } => {
-                        let data = body.as_deref().and_then(|b| section_bytes(b, section));
-                        let (origin, data) = match data {
-                            Some(d) => {
-                                let (o, d) = partial(d, *p);
-                                (o, Some(d))
-                            }
-                            None => (p.map(|p| p.offset), None),
-                        };
-                        FetchValue::BodySection {
-                            section: section.clone(),
-                            origin,
-                            data,
-                        }
-                    }
-                    _ => continue,
-                };
-                values.push(v);
-            }
+        }
+        for ((i, m, values), flags_changed) in answers.into_iter().zip(seen_now) {
+            let mut values: Vec<FetchValue> = items
+                .iter()
+                .zip(values)
+                .filter_map(|(a, v)| match a {
+                    FetchAttr::Flags => Some(FetchValue::Flags(message::to_imap_flags(&m.flags))),
+                    _ => v,
+                })
+                .collect();
             if flags_changed && !items.contains(&FetchAttr::Flags) {
                 values.push(FetchValue::Flags(message::to_imap_flags(&m.flags)));
             }
@@ -185,17 +373,29 @@ pub(crate) fn fetch(s: &mut Session, uid: bool, set: &SequenceSet, items: &[Fetc
     for d in out {
         s.data(d);
     }
-    if missing {
+    if let Some(t) = failed {
+        // RFC 3516 §4.3: the request fails; the messages answered before stand.
+        t
+    } else if missing {
         // RFC 9051 §7.1: some of the messages were expunged by another session.
         Tagged::no("Some messages were expunged meanwhile")
-            .code(ownmail_imap_proto::Code::Other("EXPUNGEISSUED".into()))
+            .code(Code::Other("EXPUNGEISSUED".into()))
     } else {
         Tagged::ok("FETCH completed")
     }
 }
 
+/// The message as IMAP sends it: every bare LF written CRLF (Maildir files hold LF).
+fn with_crlf(b: Vec<u8>) -> Vec<u8> {
+    let converted = match ownmail_mailstore::to_crlf(&b) {
+        Cow::Owned(v) => Some(v),
+        Cow::Borrowed(_) => None,
+    };
+    converted.unwrap_or(b)
+}
+
 /// The message's bytes. Messages are read whole; the literal limit bounds what was stored.
-fn read(folder: &ownmail_mailstore::Folder, m: &MessageInfo) -> Result<Vec<u8>, StoreError> {
+fn read(folder: &Folder, m: &MessageInfo) -> Result<Vec<u8>, StoreError> {
     let mut f = folder.open_message(m)?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).map_err(|e| StoreError::Io {
@@ -205,13 +405,14 @@ fn read(folder: &ownmail_mailstore::Folder, m: &MessageInfo) -> Result<Vec<u8>, 
     Ok(buf)
 }
 
-/// The message's bytes, following it if another session renamed it (new flags, or moved
+/// The message's bytes with CRLF line endings, following it if another session renamed it (new flags, or moved
 /// from `new/` to `cur/`) since our last sync. Updates `m`'s file name, not its flags: those
 /// changes are announced by the session's refresh.
-pub(crate) fn read_message(
-    folder: &ownmail_mailstore::Folder,
-    m: &mut MessageInfo,
-) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn read_message(folder: &Folder, m: &mut MessageInfo) -> Result<Vec<u8>, StoreError> {
+    read_following(folder, m).map(with_crlf)
+}
+
+fn read_following(folder: &Folder, m: &mut MessageInfo) -> Result<Vec<u8>, StoreError> {
     match read(folder, m) {
         Err(StoreError::NoSuchMessage(uid)) => {
             let now = folder.sync()?;

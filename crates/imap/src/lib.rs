@@ -34,6 +34,7 @@ mod list;
 mod listener;
 mod mailbox;
 mod message;
+mod mime;
 mod search;
 mod select;
 mod session;

@@ -1,9 +1,13 @@
 //! Helpers over one message's bytes and metadata: flags between store and protocol,
-//! INTERNALDATE, header/body split and header fields (RFC 5322 §2.2, §3.5).
+//! INTERNALDATE, header/body split and header fields (RFC 5322 §2.2, §3.5), the lexical
+//! tokens of structured fields (§3.2) and the ENVELOPE built from them (RFC 3501 §7.4.2).
+//!
+//! Everything here takes any bytes: malformed headers give partial or defaulted values,
+//! never a panic, and every loop advances by at least one byte.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ownmail_imap_proto::{Date, DateTime, Flag};
+use ownmail_imap_proto::{Address, Date, DateTime, Envelope, Flag};
 use ownmail_mailstore::Flags;
 
 /// The flags of a message as IMAP names them.
@@ -209,6 +213,394 @@ pub(crate) fn header_fields(msg: &[u8], names: &[String], not: bool) -> Vec<u8> 
     out
 }
 
+/// The name of a raw field: what precedes the colon, without the whitespace some senders
+/// put before it (RFC 5322 §4.5.1 obs-optional).
+pub(crate) fn field_name(name: &[u8]) -> &[u8] {
+    let end = name
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |p| p + 1);
+    name.get(..end).unwrap_or_default()
+}
+
+/// The value of the first field named `name` in `header`, unfolded for display in a
+/// response: CR and LF removed (RFC 5322 §2.2.3), the whitespace after the colon dropped,
+/// NUL written as 0x80 (IMAP strings may not carry NUL, RFC 3501 §9 CHAR8; Dovecot does the
+/// same). `None` when there is no such field.
+pub(crate) fn first_field(header: &[u8], name: &str) -> Option<Vec<u8>> {
+    let (n, raw) = fields(header)
+        .into_iter()
+        .find(|(n, _)| field_name(n).eq_ignore_ascii_case(name.as_bytes()))?;
+    let value = raw.get(n.len() + 1..).unwrap_or_default();
+    Some(clean_value(value))
+}
+
+/// Unfolds and cleans a raw field value (see [`first_field`]).
+pub(crate) fn clean_value(value: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = value
+        .iter()
+        .filter(|&&b| b != b'\r' && b != b'\n')
+        .map(|&b| if b == 0 { 0x80 } else { b })
+        .collect();
+    let lead = out
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(out.len());
+    out.drain(..lead);
+    out
+}
+
+/// RFC 5322 §3.2.3 `atext`, plus 8-bit bytes (RFC 6532 allows UTF-8; older mail has raw
+/// Latin-1 — either way it is text, not a delimiter).
+pub(crate) fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80 || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+}
+
+/// RFC 2045 §5.1 `token`: no space, no control, no tspecial. (Dovecot's MIME token is the
+/// same set: atext and `.`, without `/`, `?` and `=`.)
+pub(crate) fn is_mime_token(b: u8) -> bool {
+    (is_atext(b) || b == b'.') && b != b'/' && b != b'?' && b != b'='
+}
+
+/// A cursor over one unfolded structured field value (RFC 5322 §3.2, RFC 2045 §5.1).
+/// Lenient: an unterminated comment or quoted string runs to the end of the value.
+pub(crate) struct Lexer<'a> {
+    s: &'a [u8],
+    pos: usize,
+    /// The text of the last comment skipped (an address's display name when it has no phrase:
+    /// `bob@example.org (Bob)`).
+    pub last_comment: Vec<u8>,
+}
+
+impl<'a> Lexer<'a> {
+    pub(crate) fn new(s: &'a [u8]) -> Lexer<'a> {
+        Lexer {
+            s,
+            pos: 0,
+            last_comment: Vec::new(),
+        }
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos >= self.s.len()
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn set_pos(&mut self, pos: usize) {
+        self.pos = pos.min(self.s.len());
+    }
+
+    /// Consumes `b` if it is next.
+    pub(crate) fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Skips whitespace and comments (CFWS). Comments nest; the nesting is counted, not
+    /// recursed into.
+    pub(crate) fn skip_cfws(&mut self) {
+        while let Some(b) = self.peek() {
+            match b {
+                b' ' | b'\t' | b'\r' | b'\n' => self.pos += 1,
+                b'(' => self.comment(),
+                _ => return,
+            }
+        }
+    }
+
+    fn comment(&mut self) {
+        let mut depth = 0usize;
+        let mut text = Vec::new();
+        while let Some(b) = self.peek() {
+            self.pos += 1;
+            match b {
+                b'(' => {
+                    if depth > 0 {
+                        text.push(b);
+                    }
+                    depth += 1;
+                }
+                b')' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        break;
+                    }
+                    text.push(b);
+                }
+                b'\\' => {
+                    if let Some(n) = self.peek() {
+                        text.push(n);
+                        self.pos += 1;
+                    }
+                }
+                _ => text.push(b),
+            }
+        }
+        self.last_comment = text;
+    }
+
+    /// A quoted string at the cursor (which must be at `"`), unescaped.
+    pub(crate) fn quoted(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.eat(b'"') {
+            return out;
+        }
+        while let Some(b) = self.peek() {
+            self.pos += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    if let Some(n) = self.peek() {
+                        out.push(n);
+                        self.pos += 1;
+                    }
+                }
+                _ => out.push(b),
+            }
+        }
+        out
+    }
+
+    /// The longest run of bytes for which `ok` holds (possibly empty).
+    pub(crate) fn run(&mut self, ok: impl Fn(u8) -> bool) -> &'a [u8] {
+        let start = self.pos;
+        while self.peek().is_some_and(&ok) {
+            self.pos += 1;
+        }
+        self.s.get(start..self.pos).unwrap_or_default()
+    }
+
+    /// An RFC 2045 token (possibly empty).
+    pub(crate) fn token(&mut self) -> &'a [u8] {
+        self.run(is_mime_token)
+    }
+
+    /// A phrase (RFC 5322 §3.2.5, with obs-phrase's `.`): words joined by one space, quoted
+    /// strings unquoted, encoded-words left as they are (clients decode them).
+    fn phrase(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            self.skip_cfws();
+            let word = match self.peek() {
+                Some(b'"') => self.quoted(),
+                Some(b) if is_atext(b) || b == b'.' => {
+                    self.run(|b| is_atext(b) || b == b'.').to_vec()
+                }
+                _ => return out,
+            };
+            if !out.is_empty() {
+                out.push(b' ');
+            }
+            out.extend_from_slice(&word);
+        }
+    }
+
+    /// `local-part` (dot-atom, quoted string, or obs-local-part's words and dots).
+    fn local_part(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            self.skip_cfws();
+            match self.peek() {
+                Some(b'"') => out.extend(self.quoted()),
+                Some(b) if is_atext(b) => out.extend_from_slice(self.run(is_atext)),
+                _ => return out,
+            }
+            self.skip_cfws();
+            if !self.eat(b'.') {
+                return out;
+            }
+            out.push(b'.');
+        }
+    }
+
+    /// `domain` after the `@`: a dot-atom or a `[domain literal]`.
+    fn domain(&mut self) -> Vec<u8> {
+        self.skip_cfws();
+        if self.peek() == Some(b'[') {
+            let mut v = self.run(|b| b != b']').to_vec();
+            if self.eat(b']') {
+                v.push(b']');
+            }
+            return v;
+        }
+        let mut out = Vec::new();
+        loop {
+            self.skip_cfws();
+            out.extend_from_slice(self.run(is_atext));
+            self.skip_cfws();
+            if !self.eat(b'.') {
+                return out;
+            }
+            out.push(b'.');
+        }
+    }
+}
+
+/// Most addresses taken from one field; the rest are dropped.
+const MAX_ADDRESSES: usize = 1000;
+
+/// An address list (RFC 5322 §3.4) as ENVELOPE writes it (RFC 3501 §7.4.2): each mailbox
+/// as (name adl mailbox host); a group as (NIL NIL "name" NIL), its members, then
+/// (NIL NIL NIL NIL). Missing parts are filled in as Dovecot does (`MISSING_MAILBOX`,
+/// `MISSING_DOMAIN`; a broken `<…>` gets host `SYNTAX_ERROR`) so clients still see
+/// something.
+pub(crate) fn addresses(value: &[u8]) -> Vec<Address> {
+    let mut lx = Lexer::new(value);
+    let mut out = Vec::new();
+    while out.len() < MAX_ADDRESSES {
+        lx.skip_cfws();
+        if lx.at_end() {
+            break;
+        }
+        if lx.eat(b',') {
+            continue;
+        }
+        let start = lx.pos();
+        let name = lx.phrase();
+        lx.skip_cfws();
+        if lx.eat(b':') {
+            // group = display-name ":" [group-list] ";"
+            out.push(Address {
+                mailbox: Some(name),
+                ..Address::default()
+            });
+            loop {
+                lx.skip_cfws();
+                if lx.at_end() || lx.eat(b';') || out.len() >= MAX_ADDRESSES {
+                    break;
+                }
+                if lx.eat(b',') {
+                    continue;
+                }
+                push_mailbox(&mut lx, &mut out);
+            }
+            out.push(Address::default());
+        } else {
+            lx.set_pos(start);
+            push_mailbox(&mut lx, &mut out);
+        }
+    }
+    out
+}
+
+/// Parses one mailbox into `out`; a byte that cannot start one is skipped instead.
+fn push_mailbox(lx: &mut Lexer, out: &mut Vec<Address>) {
+    let start = lx.pos();
+    let a = mailbox(lx);
+    if lx.pos() == start {
+        lx.set_pos(start + 1);
+    } else {
+        out.push(a);
+    }
+}
+
+/// One `mailbox`: `[display-name] <[@route:]local@domain>` or `local@domain (comment)`.
+fn mailbox(lx: &mut Lexer) -> Address {
+    let start = lx.pos();
+    let phrase = lx.phrase();
+    lx.skip_cfws();
+    let mut a = Address::default();
+    if lx.eat(b'<') {
+        a.name = (!phrase.is_empty()).then_some(phrase);
+        lx.skip_cfws();
+        if lx.peek() == Some(b'@') {
+            // obs-route = obs-domain-list ":"
+            let mut route = Vec::new();
+            while lx.eat(b'@') {
+                if !route.is_empty() {
+                    route.push(b',');
+                }
+                route.push(b'@');
+                route.extend(lx.domain());
+                lx.skip_cfws();
+                while lx.eat(b',') {
+                    lx.skip_cfws();
+                }
+            }
+            lx.eat(b':');
+            a.adl = Some(route);
+        }
+        let local = lx.local_part();
+        a.mailbox = (!local.is_empty()).then_some(local);
+        lx.skip_cfws();
+        if lx.eat(b'@') {
+            let d = lx.domain();
+            a.host = (!d.is_empty()).then_some(d);
+        }
+        lx.skip_cfws();
+        if !lx.eat(b'>') {
+            a.host = Some(b"SYNTAX_ERROR".to_vec());
+            // Resynchronise at the end of the broken address.
+            lx.run(|b| b != b',' && b != b'>' && b != b';');
+            lx.eat(b'>');
+        }
+    } else {
+        lx.set_pos(start);
+        lx.last_comment.clear();
+        let local = lx.local_part();
+        a.mailbox = (!local.is_empty()).then_some(local);
+        lx.skip_cfws();
+        if lx.eat(b'@') {
+            let d = lx.domain();
+            a.host = (!d.is_empty()).then_some(d);
+        }
+        lx.skip_cfws();
+        if !lx.last_comment.is_empty() {
+            a.name = Some(std::mem::take(&mut lx.last_comment));
+        }
+    }
+    if a.mailbox.is_none() {
+        a.mailbox = Some(b"MISSING_MAILBOX".to_vec());
+    }
+    if a.host.is_none() {
+        a.host = Some(b"MISSING_DOMAIN".to_vec());
+    }
+    a
+}
+
+/// ENVELOPE of a message (or of an encapsulated message) from its header (RFC 3501
+/// §7.4.2). The first of repeated fields counts. Sender and Reply-To default to From when
+/// absent or empty, as RFC 3501 asks.
+pub(crate) fn envelope(header: &[u8]) -> Envelope {
+    let addrs = |name| {
+        first_field(header, name)
+            .map(|v| addresses(&v))
+            .unwrap_or_default()
+    };
+    let from = addrs("From");
+    let mut sender = addrs("Sender");
+    if sender.is_empty() {
+        sender.clone_from(&from);
+    }
+    let mut reply_to = addrs("Reply-To");
+    if reply_to.is_empty() {
+        reply_to.clone_from(&from);
+    }
+    Envelope {
+        date: first_field(header, "Date"),
+        subject: first_field(header, "Subject"),
+        from,
+        sender,
+        reply_to,
+        to: addrs("To"),
+        cc: addrs("Cc"),
+        bcc: addrs("Bcc"),
+        in_reply_to: first_field(header, "In-Reply-To"),
+        message_id: first_field(header, "Message-ID"),
+    }
+}
+
 /// Case-insensitive (ASCII) substring search over raw bytes.
 pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() {
@@ -240,5 +632,124 @@ mod tests {
         );
         assert_eq!(text(m), b"body\r\n");
         assert_eq!(field_values(m, "SUBJECT"), b" x  y\n");
+    }
+
+    fn addr(
+        name: Option<&str>,
+        adl: Option<&str>,
+        mailbox: Option<&str>,
+        host: Option<&str>,
+    ) -> Address {
+        let b = |s: Option<&str>| s.map(|s| s.as_bytes().to_vec());
+        Address {
+            name: b(name),
+            adl: b(adl),
+            mailbox: b(mailbox),
+            host: b(host),
+        }
+    }
+
+    #[test]
+    fn addresses_of_every_shape() {
+        let cases: &[(&str, Vec<Address>)] = &[
+            (
+                "\"Smith, Bob\" <bob@example.org>",
+                vec![addr(
+                    Some("Smith, Bob"),
+                    None,
+                    Some("bob"),
+                    Some("example.org"),
+                )],
+            ),
+            (
+                "bob@example.org (Bob Smith), <alice@example.net>",
+                vec![
+                    addr(Some("Bob Smith"), None, Some("bob"), Some("example.org")),
+                    addr(None, None, Some("alice"), Some("example.net")),
+                ],
+            ),
+            (
+                "=?utf-8?q?J=C3=B6rg?= <\"j. r\"@[192.0.2.1]>",
+                vec![addr(
+                    Some("=?utf-8?q?J=C3=B6rg?="),
+                    None,
+                    Some("j. r"),
+                    Some("[192.0.2.1]"),
+                )],
+            ),
+            (
+                "Old <@relay.example,@b.example:joe@example.com>",
+                vec![addr(
+                    Some("Old"),
+                    Some("@relay.example,@b.example"),
+                    Some("joe"),
+                    Some("example.com"),
+                )],
+            ),
+            (
+                "undisclosed-recipients:;",
+                vec![
+                    addr(None, None, Some("undisclosed-recipients"), None),
+                    Address::default(),
+                ],
+            ),
+            (
+                "team: a@x, B <b@y>; c@z",
+                vec![
+                    addr(None, None, Some("team"), None),
+                    addr(None, None, Some("a"), Some("x")),
+                    addr(Some("B"), None, Some("b"), Some("y")),
+                    Address::default(),
+                    addr(None, None, Some("c"), Some("z")),
+                ],
+            ),
+            (
+                "alice, John Q. Public <jqp@example.org>",
+                vec![
+                    addr(None, None, Some("alice"), Some("MISSING_DOMAIN")),
+                    addr(
+                        Some("John Q. Public"),
+                        None,
+                        Some("jqp"),
+                        Some("example.org"),
+                    ),
+                ],
+            ),
+            (
+                "Broken <bob@example.org",
+                vec![addr(
+                    Some("Broken"),
+                    None,
+                    Some("bob"),
+                    Some("SYNTAX_ERROR"),
+                )],
+            ),
+            ("", vec![]),
+            (" (just a comment) ", vec![]),
+        ];
+        for (value, want) in cases {
+            assert_eq!(&addresses(value.as_bytes()), want, "{value}");
+        }
+    }
+
+    #[test]
+    fn envelope_defaults_sender_and_reply_to_to_from() {
+        let h = b"Subject: a\r\n\tb\r\nFrom: x@y\r\nReply-To:\r\nDate:  Mon, 1 Jan 2024\r\n\r\n";
+        let e = envelope(h);
+        assert_eq!(e.subject.as_deref(), Some(&b"a\tb"[..]));
+        assert_eq!(e.date.as_deref(), Some(&b"Mon, 1 Jan 2024"[..]));
+        assert_eq!(e.from, vec![addr(None, None, Some("x"), Some("y"))]);
+        assert_eq!(e.sender, e.from);
+        assert_eq!(e.reply_to, e.from);
+        assert!(e.to.is_empty() && e.message_id.is_none());
+    }
+
+    #[test]
+    fn garbage_addresses_end() {
+        let junk: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        let list = addresses(&junk);
+        assert!(list.len() <= MAX_ADDRESSES);
+        let many = "a@b,".repeat(5000);
+        assert_eq!(addresses(many.as_bytes()).len(), MAX_ADDRESSES);
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{has, last, Client, MSG1};
+use common::{has, Client, MSG1};
 
 async fn ready() -> Client {
     let mut c = Client::start().await;
@@ -89,13 +89,6 @@ async fn header_fields_and_partial() {
     assert!(has(&r, "Subject: Hello there\r\n\r\n"), "{r:#?}");
     let r = c.ok("f5 FETCH 1 BODY.PEEK[]<9999.5>").await;
     assert!(has(&r, "BODY[]<9999> \"\""), "{r:#?}");
-}
-
-#[tokio::test]
-async fn envelope_is_not_yet() {
-    let mut c = ready().await;
-    let r = c.cmd("f1 FETCH 1 BODYSTRUCTURE").await;
-    assert!(last(&r).starts_with("f1 BAD"), "{r:?}");
 }
 
 #[tokio::test]
