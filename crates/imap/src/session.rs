@@ -305,6 +305,7 @@ impl Session {
             "SPECIAL-USE",
             "ESEARCH",
             "LIST-STATUS",
+            "BINARY",
         ]
         .iter()
         .map(|s| s.to_string())
