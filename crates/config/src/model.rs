@@ -66,6 +66,7 @@ pub struct Config {
     pub imap: ImapOptions,
     pub dkim: Vec<DkimSign>,
     pub antispam: AntiSpam,
+    pub inbound: InboundAuth,
     pub filters: Vec<Filter>,
 }
 
@@ -84,6 +85,7 @@ impl Config {
             imap: ImapOptions::default(),
             dkim: Vec::new(),
             antispam: AntiSpam::default(),
+            inbound: InboundAuth::default(),
             filters: Vec::new(),
         }
     }
@@ -464,6 +466,29 @@ pub struct AntiSpam {
     pub dnsbl: Vec<Dnsbl>,
     pub greylist: Option<Greylist>,
     pub limits: Vec<RateLimit>,
+}
+
+/// Checks of mail from outside (SPEC §5.7), each with the line that set it:
+/// `auth-results (on|off)`, `dmarc reject`, `spf fail junk`, `dmarc fail junk`.
+/// The checks run unless `auth-results off`; the three policies are off unless given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboundAuth {
+    /// `auth-results on|off`: Some(false) turns the checks (and the header) off.
+    pub enabled: Option<(bool, Pos)>,
+    /// `dmarc reject`: a DMARC failure of a domain whose policy is `p=reject` gets 550.
+    pub dmarc_reject: Option<Pos>,
+    /// `spf fail junk`: an SPF `fail` is marked for the junk folder.
+    pub spf_fail_junk: Option<Pos>,
+    /// `dmarc fail junk`: a DMARC failure of a domain whose policy is `quarantine` or
+    /// `reject` (and that `dmarc reject` did not refuse) is marked for the junk folder.
+    pub dmarc_fail_junk: Option<Pos>,
+}
+
+impl InboundAuth {
+    /// Whether mail from outside is checked (on unless `auth-results off`).
+    pub fn checks(&self) -> bool {
+        self.enabled.as_ref().is_none_or(|(on, _)| *on)
+    }
 }
 
 /// A spam score as written (kept as text so that the model stays `Eq` and prints back

@@ -288,6 +288,19 @@ pub fn print_modern(c: &Config) -> String {
         };
         let _ = writeln!(o, "limit messages {} per {per} per {key}", l.messages);
     }
+    let inbound = &c.inbound;
+    if let Some((on, _)) = &inbound.enabled {
+        let _ = writeln!(o, "auth-results {}", if *on { "on" } else { "off" });
+    }
+    if inbound.dmarc_reject.is_some() {
+        o.push_str("dmarc reject\n");
+    }
+    if inbound.spf_fail_junk.is_some() {
+        o.push_str("spf fail junk\n");
+    }
+    if inbound.dmarc_fail_junk.is_some() {
+        o.push_str("dmarc fail junk\n");
+    }
     for act in &c.actions {
         let mut line = format!("action {} ", qq(&act.name));
         match &act.kind {

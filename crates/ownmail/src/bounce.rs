@@ -278,6 +278,7 @@ mod tests {
                 rules: Arc::new(rules),
                 limits: Limits::default(),
                 signer: None,
+                checker: None,
             },
             sink.clone(),
         );

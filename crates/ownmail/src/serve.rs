@@ -95,6 +95,8 @@ fn runtime_of(
     listen_addrs: &[IpAddr],
 ) -> Result<(Runtime, HashMap<String, RelayRoute>), String> {
     let signer = crate::dkim_cmd::signer_of(&checked.config, &checked.tables)?;
+    let checker = ownmail_policy::InboundChecks::from_config(&checked.config, hostname)?
+        .map(|c| Arc::new(c) as Arc<dyn ownmail_types::InboundChecker>);
     let routes = relay_routes(&checked.config, &checked.tables);
     let config = Arc::new(checked.config);
     let limits = limits_of(&config);
@@ -104,6 +106,7 @@ fn runtime_of(
             rules: Arc::new(rules),
             limits,
             signer,
+            checker,
         },
         routes,
     ))

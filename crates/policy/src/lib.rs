@@ -1,5 +1,6 @@
 //! Mail authentication policy (SPEC §5.7): DKIM signing of the mail our own users send out,
-//! today; SPF, DKIM, DMARC and ARC checks of incoming mail will live here too.
+//! and SPF, DKIM, DMARC and ARC checks of mail from outside, stated in one
+//! `Authentication-Results:` field (module `inbound`, its pure half in `authres`).
 //!
 //! Cryptography and canonicalisation come from `mail-auth` (with a corrected relaxed body
 //! canonicalisation, see `vendor/README.md`); this crate decides *what* is signed and with
@@ -14,12 +15,18 @@
 //!   `From:` addresses all have one domain, and only with that domain's own entry.
 
 mod author;
+pub mod authres;
+mod inbound;
 mod key;
 mod keygen;
 mod record;
 mod signer;
 
 pub use author::author_domain;
+pub use inbound::{
+    resolver, spf_result as spf_auth_result, InboundChecks, DNS_BUDGET, MAX_ARC_SETS, MAX_HEADER,
+    MAX_SIGNATURES,
+};
 pub use key::{load_key, KeyError, KeyKind, LoadedKey};
 pub use keygen::{generate, GeneratedKey};
 pub use record::{dkim_txt, zone_txt};

@@ -5,7 +5,8 @@
 //! reload, with the DKIM [`OutboundSigner`]) and a [`MessageSink`] that makes a message
 //! durable. It says `250` to DATA only after the sink's `enqueue` has returned Ok — never
 //! before the bytes are on disk. Mail that is signed is signed before it is queued, so the
-//! queue only ever holds it whole and signed.
+//! queue only ever holds it whole and signed; mail from outside is checked (the
+//! [`InboundChecker`]) before it is queued too, so a refusal comes before the `250`.
 
 mod auth;
 mod received;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ownmail_rules::Ruleset;
-use ownmail_types::{MessageSink, OutboundSigner};
+use ownmail_types::{InboundChecker, MessageSink, OutboundSigner};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -96,6 +97,8 @@ pub struct Runtime {
     pub limits: Limits,
     /// DKIM signing of mail our own users send out (`dkim sign`); None signs nothing.
     pub signer: Option<Arc<dyn OutboundSigner>>,
+    /// SPF/DKIM/DMARC/ARC checks of mail from outside (on unless `auth-results off`).
+    pub checker: Option<Arc<dyn InboundChecker>>,
 }
 
 /// What every session of every listener shares.

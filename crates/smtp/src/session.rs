@@ -14,7 +14,10 @@ use ownmail_smtp_proto::{
     discard_line, parse_command, take_line, BdatReceiver, BdatState, Command, DataReceiver,
     DataState, Line, MailParams, RcptParams, Reply,
 };
-use ownmail_types::{Address, BodyType, Destination, Envelope, QueueId, Recipient, ReversePath};
+use ownmail_types::{
+    Address, BodyType, Destination, Envelope, InboundMessage, InboundVerdict, QueueId, Recipient,
+    ReversePath,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -625,6 +628,15 @@ impl Session {
             return;
         }
         let signature = self.sign_outbound(&tx, &body);
+        let checked = self.check_inbound(&tx, &body).await;
+        if let Some(InboundVerdict::Reject { reply, summary }) = &checked {
+            info!(
+                "smtp session={} id={} event=refused reason=auth-results {summary} from=<{}>",
+                self.id, tx.id, tx.from
+            );
+            self.reply(550, "5.7.1", reply.clone());
+            return;
+        }
         let now = SystemTime::now();
         let mut with = String::from(if tx.params.smtputf8 {
             "UTF8SMTP"
@@ -655,10 +667,21 @@ impl Session {
             now,
         });
         let signature = signature.unwrap_or_default();
-        let mut message = Vec::with_capacity(signature.len() + header.len() + body.len());
-        message.extend_from_slice(signature.as_bytes());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&body);
+        let message = match &checked {
+            // Our Authentication-Results: on top, forged ones gone (RFC 8601 §5).
+            Some(verdict) => {
+                let mut trace = signature.into_bytes();
+                trace.extend_from_slice(header.as_bytes());
+                verdict.rewrite(&trace, &body)
+            }
+            None => {
+                let mut message = Vec::with_capacity(signature.len() + header.len() + body.len());
+                message.extend_from_slice(signature.as_bytes());
+                message.extend_from_slice(header.as_bytes());
+                message.extend_from_slice(&body);
+                message
+            }
+        };
         let size = message.len();
         let nrcpt = tx.rcpts.len();
         let mut recipients = Vec::new();
@@ -746,6 +769,35 @@ impl Session {
                 None
             }
         }
+    }
+
+    /// SPEC §5.7: mail from outside (neither authenticated nor local) is checked for SPF,
+    /// DKIM, DMARC and ARC before it is queued and before we answer, so that `dmarc reject`
+    /// can refuse it at DATA. The checker bounds its own time and never fails. (`&mut self`:
+    /// a session is Send, not Sync, and this holds it across an await.)
+    async fn check_inbound(&mut self, tx: &Transaction, body: &[u8]) -> Option<InboundVerdict> {
+        let checker = tx.runtime.checker.as_ref()?;
+        let info = self.session_info();
+        if info.local || info.socket || self.auth_user.is_some() {
+            return None;
+        }
+        let client = info.client?;
+        let mail_from = tx.from.to_string();
+        let verdict = checker
+            .check(InboundMessage {
+                client,
+                helo: &info.helo,
+                mail_from: &mail_from,
+                message: body,
+            })
+            .await;
+        if let InboundVerdict::Accept { summary, .. } = &verdict {
+            info!(
+                "smtp session={} id={} event=auth-results {summary}",
+                self.id, tx.id
+            );
+        }
+        Some(verdict)
     }
 
     /// For an authenticated session without `masquerade`: the first `From:` address the

@@ -71,6 +71,7 @@ async fn connect(limits: Limits) -> Client {
             rules,
             limits,
             signer: None,
+            checker: None,
         },
         queue.clone(),
     );

@@ -1,8 +1,9 @@
 //! Types shared along the mail path (SPEC §2): addresses, queue ids, the envelope a message
 //! carries through the queue, and the small traits between the stages — [`MessageSink`]
 //! (SMTP hands an accepted message to the queue), [`Courier`] (the queue hands one
-//! recipient to a delivery agent) and [`OutboundSigner`] (SMTP has outgoing mail of our own
-//! users DKIM-signed before it is queued). Nothing here does I/O.
+//! recipient to a delivery agent), [`OutboundSigner`] (SMTP has outgoing mail of our own
+//! users DKIM-signed before it is queued) and [`InboundChecker`] (SMTP has mail from outside
+//! checked for SPF/DKIM/DMARC/ARC before it is queued). Nothing here does I/O.
 
 use std::fmt;
 use std::future::Future;
@@ -363,6 +364,78 @@ pub trait OutboundSigner: Send + Sync + 'static {
     fn sign(&self, message: &[u8]) -> Result<Option<SignatureField>, String>;
 }
 
+/// What an [`InboundChecker`] is given: a message from outside, as received (CRLF line ends,
+/// no `Received:` of ours yet), and the SMTP facts it came with.
+#[derive(Clone, Copy, Debug)]
+pub struct InboundMessage<'a> {
+    /// The client's address.
+    pub client: IpAddr,
+    /// The name the client gave in HELO/EHLO.
+    pub helo: &'a str,
+    /// `MAIL FROM`: empty for the null sender `<>`.
+    pub mail_from: &'a str,
+    pub message: &'a [u8],
+}
+
+/// What the checks of an incoming message decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboundVerdict {
+    /// Queue it, rewritten: the byte ranges of `remove` (whole header fields of the header
+    /// section — forged `Authentication-Results:` — sorted, not overlapping) are left out
+    /// and `prepend` (whole fields, each ending in CRLF) goes on top.
+    Accept {
+        prepend: String,
+        remove: Vec<std::ops::Range<usize>>,
+        /// One line for the log: `spf=pass dkim=pass dmarc=pass arc=none`, and `junk=…`.
+        summary: String,
+    },
+    /// Refuse at the end of DATA with `550 5.7.1 <reply>`.
+    Reject { reply: String, summary: String },
+}
+
+impl InboundVerdict {
+    /// The message to queue: `before` (our trace fields) on top of the rewritten message.
+    /// For `Reject`, the message unchanged.
+    pub fn rewrite(&self, before: &[u8], message: &[u8]) -> Vec<u8> {
+        let InboundVerdict::Accept {
+            prepend, remove, ..
+        } = self
+        else {
+            let mut out = before.to_vec();
+            out.extend_from_slice(message);
+            return out;
+        };
+        let mut out = Vec::with_capacity(prepend.len() + before.len() + message.len());
+        out.extend_from_slice(prepend.as_bytes());
+        out.extend_from_slice(before);
+        let mut at = 0;
+        for r in remove {
+            // Ranges out of order or out of bounds are ignored, never a panic.
+            if r.start < at || r.end < r.start {
+                continue;
+            }
+            let (Some(keep), Some(_)) = (message.get(at..r.start), message.get(r.start..r.end))
+            else {
+                continue;
+            };
+            out.extend_from_slice(keep);
+            at = r.end;
+        }
+        out.extend_from_slice(message.get(at..).unwrap_or_default());
+        out
+    }
+}
+
+/// Checks mail from outside (SPF, DKIM, DMARC, ARC; SPEC §5.7). SMTP calls it at the end
+/// of DATA, before the message is queued and before it answers, only for a client that is
+/// neither authenticated nor local (loopback, the local socket). The implementer bounds its
+/// own time (DNS included) and never fails: what it cannot find out is a `temperror` or
+/// `permerror` result in the header, and the message is accepted unless configured policy
+/// says to refuse it.
+pub trait InboundChecker: Send + Sync + 'static {
+    fn check<'a>(&'a self, msg: InboundMessage<'a>) -> BoxFuture<'a, InboundVerdict>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +462,20 @@ mod tests {
         assert_eq!(a.as_str().len(), 20);
         assert_eq!(QueueId::parse(a.as_str()), Some(a));
         assert_eq!(QueueId::parse("../etc/passwd0000000"), None);
+    }
+
+    #[test]
+    fn inbound_rewrite_drops_ranges_and_prepends() {
+        let msg = b"A: 1\r\nB: 2\r\nC: 3\r\n\r\nbody";
+        let v = InboundVerdict::Accept {
+            prepend: "X: top\r\n".into(),
+            remove: vec![6..12, 100..200, 3..4],
+            summary: String::new(),
+        };
+        assert_eq!(
+            v.rewrite(b"R: ours\r\n", msg),
+            b"X: top\r\nR: ours\r\nA: 1\r\nC: 3\r\n\r\nbody".to_vec()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::diag::{Diagnostic, Pos};
 use crate::lexer::TokenKind;
 use crate::model::{
     Ca, DkimAlgorithm, DkimSign, Dnsbl, Filter, FilterKind, Greylist, ImapListener, ImapTls,
-    LimitKey, Per, Pki, RateLimit, Score, SpamVerdict,
+    InboundAuth, LimitKey, Per, Pki, RateLimit, Score, SpamVerdict,
 };
 use crate::table::{TableDecl, TableSource};
 
@@ -425,6 +425,87 @@ impl Parser<'_> {
                 pos,
             });
         }
+        Ok(())
+    }
+
+    /// Checks of mail from outside (SPEC §5.7): `auth-results (on|off)`, `dmarc reject`,
+    /// `spf fail junk`, `dmarc fail junk`. Each may be given once; a policy together with
+    /// `auth-results off` is a contradiction, refused whichever line comes first.
+    pub(crate) fn inbound_auth(&mut self, c: &mut Cursor) -> PResult<()> {
+        let pos = c.pos();
+        let inbound = &self.config.inbound;
+        let off_pos = match &inbound.enabled {
+            Some((false, p)) => Some(p.clone()),
+            _ => None,
+        };
+        let contradiction = |p: &Pos| {
+            Diagnostic::error(
+                pos.clone(),
+                format!("checks of incoming mail are turned off at {p}"),
+            )
+        };
+        if c.eat("auth-results") {
+            let on = if c.eat("on") {
+                true
+            } else if c.eat("off") {
+                false
+            } else {
+                return Err(c.unexpected("\"on\" or \"off\""));
+            };
+            c.finish()?;
+            if let Some((_, p)) = &inbound.enabled {
+                return Err(Diagnostic::error(
+                    pos,
+                    format!("auth-results already specified at {p}"),
+                ));
+            }
+            if !on {
+                if let Some(p) = [
+                    &inbound.dmarc_reject,
+                    &inbound.spf_fail_junk,
+                    &inbound.dmarc_fail_junk,
+                ]
+                .into_iter()
+                .flatten()
+                .next()
+                {
+                    return Err(Diagnostic::error(
+                        pos,
+                        format!("auth-results off contradicts the check policy at {p}"),
+                    ));
+                }
+            }
+            self.config.inbound.enabled = Some((on, pos));
+            return Ok(());
+        }
+        type Slot = fn(&mut InboundAuth) -> &mut Option<Pos>;
+        let (slot, what): (Slot, &str) = if c.eat("spf") {
+            c.expect("fail")?;
+            c.expect("junk")?;
+            (|i| &mut i.spf_fail_junk, "spf fail junk")
+        } else {
+            c.expect("dmarc")?;
+            if c.eat("reject") {
+                (|i| &mut i.dmarc_reject, "dmarc reject")
+            } else if c.eat("fail") {
+                c.expect("junk")?;
+                (|i| &mut i.dmarc_fail_junk, "dmarc fail junk")
+            } else {
+                return Err(c.unexpected("\"reject\" or \"fail\""));
+            }
+        };
+        c.finish()?;
+        if let Some(p) = off_pos {
+            return Err(contradiction(&p));
+        }
+        let slot = slot(&mut self.config.inbound);
+        if let Some(p) = slot {
+            return Err(Diagnostic::error(
+                pos,
+                format!("{what} already specified at {p}"),
+            ));
+        }
+        *slot = Some(pos);
         Ok(())
     }
 

@@ -154,6 +154,7 @@ impl<'o> Parser<'o> {
                 "imap" => self.imap(&mut c),
                 "dkim" => self.dkim(&mut c),
                 "spam" | "dnsbl" | "greylist" | "limit" => self.antispam(&mut c),
+                "auth-results" | "spf" | "dmarc" => self.inbound_auth(&mut c),
                 "filter" => self.filter(&mut c),
                 other => Err(Diagnostic::error(
                     first.pos.clone(),

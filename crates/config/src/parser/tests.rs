@@ -412,3 +412,60 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn inbound_auth_directives_parse_print_and_round_trip() {
+    let c = parse_ok("dmarc reject\nspf fail junk\ndmarc fail junk\n");
+    assert!(c.inbound.checks());
+    assert!(c.inbound.dmarc_reject.is_some());
+    assert!(c.inbound.spf_fail_junk.is_some());
+    assert!(c.inbound.dmarc_fail_junk.is_some());
+    let printed = print_modern(&c);
+    assert!(
+        printed.contains("dmarc reject\nspf fail junk\ndmarc fail junk\n"),
+        "{printed}"
+    );
+    assert_round_trip("auth-results on\ndmarc reject\nspf fail junk\ndmarc fail junk\n");
+    assert_round_trip("auth-results off\n");
+    assert!(!parse_ok("auth-results off\n").inbound.checks());
+    assert!(parse_ok("").inbound.checks(), "checks are on by default");
+    assert!(!print_modern(&parse_ok("")).contains("auth-results"));
+}
+
+#[test]
+fn inbound_auth_misuse_is_an_error_at_its_line() {
+    for (text, want) in [
+        (
+            "auth-results\n",
+            "t.conf:1:13: expected \"on\" or \"off\" at end of line",
+        ),
+        ("auth-results maybe\n", "t.conf:1:14: unexpected"),
+        ("dmarc\n", "t.conf:1:6: expected \"reject\" or \"fail\""),
+        ("dmarc fail\n", "t.conf:1:11: expected \"junk\""),
+        ("dmarc reject now\n", "t.conf:1:14: unexpected"),
+        ("spf reject\n", "t.conf:1:5: unexpected"),
+        (
+            "spf fail junk\nspf fail junk\n",
+            "t.conf:2:1: spf fail junk already specified at t.conf:1:1",
+        ),
+        (
+            "dmarc reject\ndmarc reject\n",
+            "t.conf:2:1: dmarc reject already specified",
+        ),
+        (
+            "auth-results on\nauth-results off\n",
+            "t.conf:2:1: auth-results already specified",
+        ),
+        (
+            "auth-results off\ndmarc reject\n",
+            "t.conf:2:1: checks of incoming mail are turned off at t.conf:1:1",
+        ),
+        (
+            "spf fail junk\nauth-results off\n",
+            "t.conf:2:1: auth-results off contradicts the check policy at t.conf:1:1",
+        ),
+    ] {
+        let e = first_error(text);
+        assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+    }
+}
