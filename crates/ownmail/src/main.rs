@@ -9,6 +9,7 @@ mod dkim_cmd;
 mod dns_cmd;
 mod imap;
 mod local;
+mod maildir_cmd;
 mod newaliases;
 mod queue_cmd;
 mod sendmail;
@@ -114,6 +115,11 @@ enum Command {
         #[arg(long, default_value = "/etc/certs")]
         pki_dir: PathBuf,
     },
+    /// Maildir maintenance: `sync` gives every message its UID ahead of the first login.
+    Maildir {
+        #[command(subcommand)]
+        action: maildir_cmd::MaildirAction,
+    },
     /// Rebuild every db: table of the configuration from its source file.
     Newaliases {
         /// The configuration file.
@@ -186,6 +192,7 @@ fn main() -> ExitCode {
         Command::Encrypt { password } => encrypt(password),
         Command::Sendmail(args) => sendmail::sendmail(*args),
         Command::User { action } => user_cmd::user_command(action),
+        Command::Maildir { action } => maildir_cmd::maildir_command(action),
         Command::Newaliases { file, pki_dir } => newaliases::newaliases(&file, &pki_dir),
         Command::Dkim { action } => dkim_cmd::dkim_command(action),
         Command::Dns {
