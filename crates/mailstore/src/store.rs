@@ -809,7 +809,7 @@ impl Folder {
     }
 
     /// The sync proper; the caller holds the lock. New files are numbered in delivery order:
-    /// by the seconds prefix of their name, then by name.
+    /// by the seconds, microseconds and delivery counter in their names, then by name.
     fn sync_locked(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Synced> {
         let existing = uidlist::read(&self.dir)?;
         let is_new_list = existing.is_none();
@@ -838,7 +838,7 @@ impl Folder {
             .keys()
             .filter(|b| !known.contains(b.as_str()))
             .collect();
-        fresh.sort_by(|a, b| delivery_secs(a).cmp(&delivery_secs(b)).then(a.cmp(b)));
+        fresh.sort_by(|a, b| delivery_order(a).cmp(&delivery_order(b)).then(a.cmp(b)));
         let fresh: Vec<String> = fresh.into_iter().cloned().collect();
         for b in fresh {
             if list.assign(b).is_none() {
@@ -915,11 +915,25 @@ fn uid_of(s: &Synced, basename: &str) -> Result<Uid> {
         })
 }
 
-/// The leading seconds of a Maildir name (`1275660000.M1P2.host`); names without one sort
-/// last.
-fn delivery_secs(name: &str) -> u64 {
-    let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().unwrap_or(u64::MAX)
+/// The delivery order of a Maildir name: its leading seconds, then the microseconds of a
+/// `.M<usecs>` part and the delivery counter of a `Q<n>` part when present
+/// (`1275660000.M1234P2Q7.host`; the numbers are not zero-padded, so the names themselves do
+/// not sort in delivery order). Names without leading seconds sort last.
+fn delivery_order(name: &str) -> (u64, u64, u64) {
+    let number = |s: &str| -> Option<u64> {
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let Some(secs) = number(name) else {
+        return (u64::MAX, 0, 0);
+    };
+    let unique = name.split('.').nth(1).unwrap_or_default();
+    let usecs = unique.strip_prefix('M').and_then(number).unwrap_or(0);
+    let q = unique
+        .split_once('Q')
+        .and_then(|(_, rest)| number(rest))
+        .unwrap_or(0);
+    (secs, usecs, q)
 }
 
 /// Copies `from` via `tmp` to `to` (no hard links across file systems), keeping the mtime.

@@ -556,3 +556,33 @@ fn corrupt_uidlist_header_is_an_error_and_junk_never_panics() {
     assert_eq!(l3.uid_validity, UidValidity(7));
     assert_eq!(l3.next_uid, Uid(6));
 }
+
+#[test]
+fn new_files_get_uids_in_delivery_order_within_one_second() {
+    let t = tempfile::tempdir().expect("tmp");
+    let s = MailStore::open(t.path().join("Maildir"));
+    s.ensure_special_folders(None).expect("ensure");
+    let new = s.root().join("new");
+    // Not zero-padded: by name, M99 would sort after M100 and Q10 before Q9.
+    for name in [
+        "1700000000.M100P1Q1.h,S=1",
+        "1700000000.M99P1Q0.h,S=1",
+        "1700000000.M100P1Q10.h,S=1",
+        "1700000000.M100P1Q9.h,S=1",
+        "1699999999.M500P1Q0.h,S=1",
+    ] {
+        fs::write(new.join(name), "x").expect("write");
+    }
+    let st = s.folder("INBOX").expect("inbox").sync().expect("sync");
+    let order: Vec<&str> = st.messages.iter().map(|m| m.basename.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "1699999999.M500P1Q0.h,S=1",
+            "1700000000.M99P1Q0.h,S=1",
+            "1700000000.M100P1Q1.h,S=1",
+            "1700000000.M100P1Q9.h,S=1",
+            "1700000000.M100P1Q10.h,S=1",
+        ]
+    );
+}
