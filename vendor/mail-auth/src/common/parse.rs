@@ -34,6 +34,8 @@ pub(crate) const Y: u64 = b'y' as u64;
 pub(crate) const Z: u64 = b'z' as u64;
 
 pub trait TxtRecordParser: Sized {
+    /// ownmail: whether a name may hold only one record of this kind (see `txt_lookup`).
+    const UNIQUE: bool = false;
     fn parse(record: &[u8]) -> crate::Result<Self>;
 }
 

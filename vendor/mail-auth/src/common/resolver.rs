@@ -159,8 +159,22 @@ impl MessageAuthenticator {
         };
 
         let mut result = Err(Error::Dns(crate::DnsError::InvalidRecordType));
+        // ownmail: for a record kind that must be unique (SPF, RFC 7208 §4.5), every TXT
+        // record of the kind counts, valid or not: two of them are an error (permerror), and
+        // one with a syntax error is that error even when other, unrelated TXT records follow
+        // (the crate took the first that parsed, or else the last record's result).
+        let mut seen = 0;
         for record in &records {
-            result = T::parse(record);
+            let parsed = T::parse(record);
+            if T::UNIQUE {
+                if matches!(parsed, Err(Error::Dns(crate::DnsError::InvalidRecordType))) {
+                    continue;
+                }
+                seen += 1;
+                result = if seen > 1 { Err(Error::ParseError) } else { parsed };
+                continue;
+            }
+            result = parsed;
             if result.is_ok() {
                 break;
             }
@@ -194,7 +208,7 @@ impl MessageAuthenticator {
         let (mx_records, expires): (Vec<(u16, Box<str>)>, Instant) = {
             let lookup = self
                 .0
-                .mx_lookup(Name::from_str_relaxed::<&str>(key.as_ref())?)
+                .mx_lookup(lookup_name(key.as_ref())?)
                 .await?;
             let expires = lookup.valid_until();
             let mx_records = lookup
@@ -285,7 +299,7 @@ impl MessageAuthenticator {
         {
             let lookup = self
                 .0
-                .ipv4_lookup(Name::from_str_relaxed::<&str>(key)?)
+                .ipv4_lookup(lookup_name(key)?)
                 .await?;
             let expires = lookup.valid_until();
             let entry: Arc<[Ipv4Addr]> = lookup
@@ -344,7 +358,7 @@ impl MessageAuthenticator {
         {
             let lookup = self
                 .0
-                .ipv6_lookup(Name::from_str_relaxed::<&str>(key)?)
+                .ipv6_lookup(lookup_name(key)?)
                 .await?;
             let expires = lookup.valid_until();
             let entry: Arc<[Ipv6Addr]> = lookup
@@ -525,6 +539,21 @@ impl MessageAuthenticator {
         #[cfg(feature = "dns-doh")]
         self.doh_exists(key.as_ref()).await
     }
+}
+
+/// ownmail: the name to ask for in SPF's address and MX lookups. RFC 7208 §7.1 allows any
+/// printable ASCII in a domain-spec (`a:foo:bar/baz.example.com`, macro-expanded spaces), and
+/// DNS labels are bytes (RFC 2181 §11); hickory's text parsers reject such names, so they are
+/// built from their raw labels instead. Empty and over-long labels stay an error.
+#[cfg(not(feature = "dns-doh"))]
+fn lookup_name(key: &str) -> Result<Name, ProtoError> {
+    Name::from_str_relaxed(key).or_else(|err| {
+        let key = key.strip_suffix('.').unwrap_or(key);
+        if key.is_empty() {
+            return Err(err);
+        }
+        Name::from_labels(key.split('.').map(str::as_bytes))
+    })
 }
 
 #[cfg(not(feature = "dns-doh"))]

@@ -20,6 +20,8 @@ use std::{
 };
 
 impl TxtRecordParser for Spf {
+    // ownmail: RFC 7208 §4.5: more than one "v=spf1" record is a permerror.
+    const UNIQUE: bool = true;
     fn parse(bytes: &[u8]) -> crate::Result<Spf> {
         let mut record = bytes.iter();
         if !matches!(record.key(), Some(k) if k == V)
@@ -36,32 +38,44 @@ impl TxtRecordParser for Spf {
         let mut rr = u8::MAX;
         let mut directives = Vec::new();
 
-        while let Some((term, qualifier, mut stop_char)) = record.next_term() {
+        loop {
+            let term_start = record.as_slice();
+            let Some((term, qualifier, mut stop_char)) = record.next_term() else {
+                break;
+            };
             match term {
                 A | MX => {
+                    // ownmail: RFC 7208 §5.3/§5.4: `a[:domain-spec][/ip4-cidr][//ip6-cidr]`.
+                    // The CIDR lengths are only a *trailing* `/N` and `//N` (a domain-spec
+                    // may itself hold `/` and `:`), without leading zeros and within 32 and
+                    // 128; anything else is a syntax error (permerror), never clamped.
                     let mut ip4_cidr_length = 32;
                     let mut ip6_cidr_length = 128;
                     let mut macro_string = Macro::None;
 
-                    match stop_char {
-                        b' ' => (),
-                        b':' | b'=' => {
-                            let (ds, stop_char) = record.macro_string(false)?;
-                            macro_string = ds;
-                            if stop_char == b'/' {
-                                let (l1, l2) = record.dual_cidr_length()?;
-                                ip4_cidr_length = l1;
-                                ip6_cidr_length = l2;
-                            } else if stop_char != b' ' {
-                                return Err(Error::ParseError);
-                            }
-                        }
-                        b'/' => {
-                            let (l1, l2) = record.dual_cidr_length()?;
-                            ip4_cidr_length = l1;
-                            ip6_cidr_length = l2;
+                    let mut rest = match stop_char {
+                        b' ' => Vec::new(),
+                        b':' | b'/' => {
+                            let mut rest = if stop_char == b'/' {
+                                b"/".to_vec()
+                            } else {
+                                Vec::new()
+                            };
+                            rest.extend_from_slice(record.rest_of_term());
+                            rest
                         }
                         _ => return Err(Error::ParseError),
+                    };
+                    if let Some(len) = strip_cidr(&mut rest, b"//", 128)? {
+                        ip6_cidr_length = len;
+                    }
+                    if let Some(len) = strip_cidr(&mut rest, b"/", 32)? {
+                        ip4_cidr_length = len;
+                    }
+                    if stop_char == b':' {
+                        macro_string = domain_spec(&rest)?;
+                    } else if !rest.is_empty() {
+                        return Err(Error::ParseError);
                     }
 
                     directives.push(Directive::new(
@@ -92,31 +106,32 @@ impl TxtRecordParser for Spf {
                     if stop_char != b':' {
                         return Err(Error::ParseError);
                     }
-                    let (macro_string, stop_char) = record.macro_string(false)?;
-                    if stop_char == b' ' {
-                        directives.push(Directive::new(
-                            qualifier,
-                            if term == INCLUDE {
-                                Mechanism::Include { macro_string }
-                            } else {
-                                Mechanism::Exists { macro_string }
-                            },
-                        ));
-                    } else {
-                        return Err(Error::ParseError);
-                    }
+                    // ownmail: the whole term is the domain-spec (RFC 7208 §5.2, §5.7),
+                    // checked for its syntax (see `domain_spec`).
+                    let macro_string = domain_spec(record.rest_of_term())?;
+                    directives.push(Directive::new(
+                        qualifier,
+                        if term == INCLUDE {
+                            Mechanism::Include { macro_string }
+                        } else {
+                            Mechanism::Exists { macro_string }
+                        },
+                    ));
                 }
                 IP4 => {
                     if stop_char != b':' {
                         return Err(Error::ParseError);
                     }
-                    let mut cidr_length = 32;
-                    let (addr, stop_char) = record.ip4()?;
-                    if stop_char == b'/' {
-                        cidr_length = std::cmp::min(cidr_length, record.cidr_length()?);
-                    } else if stop_char != b' ' {
-                        return Err(Error::ParseError);
-                    }
+                    // ownmail: RFC 7208 §5.6: a dotted quad (each part 0-255, nothing after
+                    // it but an optional `/0`-`/32` and a space); the crate clamped
+                    // out-of-range octets and CIDR lengths and took a tab or newline for
+                    // the end of the term.
+                    let mut rest = record.rest_of_term().to_vec();
+                    let cidr_length = strip_cidr(&mut rest, b"/", 32)?.unwrap_or(32);
+                    let addr = std::str::from_utf8(&rest)
+                        .ok()
+                        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                        .ok_or(Error::ParseError)?;
                     directives.push(Directive::new(
                         qualifier,
                         Mechanism::Ip4 {
@@ -129,13 +144,13 @@ impl TxtRecordParser for Spf {
                     if stop_char != b':' {
                         return Err(Error::ParseError);
                     }
-                    let mut cidr_length = 128;
-                    let (addr, stop_char) = record.ip6()?;
-                    if stop_char == b'/' {
-                        cidr_length = std::cmp::min(cidr_length, record.cidr_length()?);
-                    } else if stop_char != b' ' {
-                        return Err(Error::ParseError);
-                    }
+                    // ownmail: as for ip4: CIDR length `/0`-`/128` at the very end only.
+                    let mut rest = record.rest_of_term().to_vec();
+                    let cidr_length = strip_cidr(&mut rest, b"/", 128)?.unwrap_or(128);
+                    let addr = std::str::from_utf8(&rest)
+                        .ok()
+                        .and_then(|a| a.parse::<Ipv6Addr>().ok())
+                        .ok_or(Error::ParseError)?;
                     directives.push(Directive::new(
                         qualifier,
                         Mechanism::Ip6 {
@@ -147,9 +162,9 @@ impl TxtRecordParser for Spf {
                 PTR => {
                     let mut macro_string = Macro::None;
                     if stop_char == b':' {
-                        let (ds, stop_char_) = record.macro_string(false)?;
-                        macro_string = ds;
-                        stop_char = stop_char_;
+                        // ownmail: checked domain-spec, as for include.
+                        macro_string = domain_spec(record.rest_of_term())?;
+                        stop_char = b' ';
                     }
 
                     if stop_char == b' ' {
@@ -162,10 +177,9 @@ impl TxtRecordParser for Spf {
                     if stop_char != b'=' {
                         return Err(Error::ParseError);
                     }
-                    let (macro_string, stop_char) = record.macro_string(false)?;
-                    if stop_char != b' ' {
-                        return Err(Error::ParseError);
-                    }
+                    // ownmail: `redirect=`/`exp=` take a domain-spec (RFC 7208 §6.1, §6.2):
+                    // `exp=-all` is a syntax error, not a name.
+                    let macro_string = domain_spec(record.rest_of_term())?;
                     if term == REDIRECT {
                         if redirect.is_none() {
                             redirect = macro_string.into()
@@ -191,9 +205,22 @@ impl TxtRecordParser for Spf {
                     rr = record.rr()?;
                 }
                 _ => {
-                    let (_, stop_char) = record.macro_string(false)?;
-                    if stop_char != b' ' {
+                    // ownmail: RFC 7208 §4.6.1, §12: an unknown term is ignored only when it
+                    // is a modifier, `name=macro-string` with name = ALPHA *( ALPHA / DIGIT /
+                    // "-" / "_" / "." ); an unknown mechanism (`\x80a:x`, `1up=`, `=all`) is a
+                    // syntax error. The value may hold `/` and `:`.
+                    let name = term_name(term_start);
+                    if stop_char != b'='
+                        || !name.first().is_some_and(|c| c.is_ascii_alphabetic())
+                        || !name
+                            .iter()
+                            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+                    {
                         return Err(Error::ParseError);
+                    }
+                    let value = record.rest_of_term();
+                    if !value.is_empty() {
+                        value.iter().macro_string_slow(false, false)?;
                     }
                 }
             }
@@ -286,12 +313,19 @@ const RR: u64 = ((b'r' as u64) << 8) | (b'r' as u64);
 pub(crate) trait SPFParser: Sized {
     fn next_term(&mut self) -> Option<(u64, Qualifier, u8)>;
     fn macro_string(&mut self, is_exp: bool) -> crate::Result<(Macro, u8)>;
+    // ownmail: `ip4`, `ip6` and `dual_cidr_length` clamp out-of-range values; the record
+    // parser no longer uses them (std's address parsers and `strip_cidr` instead), the
+    // crate's tests still do.
+    #[allow(dead_code)]
     fn ip4(&mut self) -> crate::Result<(Ipv4Addr, u8)>;
+    #[allow(dead_code)]
     fn ip6(&mut self) -> crate::Result<(Ipv6Addr, u8)>;
     fn cidr_length(&mut self) -> crate::Result<u8>;
+    #[allow(dead_code)]
     fn dual_cidr_length(&mut self) -> crate::Result<(u8, u8)>;
     fn rr(&mut self) -> crate::Result<u8>;
     fn ra(&mut self) -> crate::Result<Vec<u8>>;
+    fn rest_of_term(&mut self) -> &[u8];
 }
 
 impl SPFParser for Iter<'_, u8> {
@@ -315,6 +349,7 @@ impl SPFParser for Iter<'_, u8> {
         let mut d = 0u64;
         let mut shift = 0;
         let mut stop_char = b' ';
+        let mut stopped = false;
 
         while let Some(&ch) = input.get(pos) {
             pos += 1;
@@ -329,6 +364,7 @@ impl SPFParser for Iter<'_, u8> {
                 }
                 TERM_STOP => {
                     stop_char = ch;
+                    stopped = true;
                     break;
                 }
                 lower if shift < 64 => {
@@ -346,6 +382,10 @@ impl SPFParser for Iter<'_, u8> {
 
         if d != 0 {
             (d, qualifier, stop_char).into()
+        } else if stopped {
+            // ownmail: a term with an empty name (`=all`, `:x`) is a syntax error, reported
+            // as an unknown term; the crate ended the record there and ignored the rest.
+            (u64::MAX, qualifier, stop_char).into()
         } else {
             None
         }
@@ -381,7 +421,7 @@ impl SPFParser for Iter<'_, u8> {
             }
         }
 
-        self.macro_string_slow(is_exp)
+        self.macro_string_slow(is_exp, !is_exp)
     }
 
     fn ip4(&mut self) -> crate::Result<(Ipv4Addr, u8)> {
@@ -543,6 +583,16 @@ impl SPFParser for Iter<'_, u8> {
         }
 
         Ok(flags)
+    }
+
+    /// ownmail: the rest of the current term, up to the next SP (RFC 7208 §4.6.1: terms are
+    /// separated by spaces only, so a tab or newline stays inside the term and fails its
+    /// syntax check), consuming it and the SP.
+    fn rest_of_term(&mut self) -> &[u8] {
+        let input: &[u8] = self.as_slice();
+        let end = input.iter().position(|&c| c == b' ').unwrap_or(input.len());
+        *self = input.get(end + 1..).unwrap_or_default().iter();
+        input.get(..end).unwrap_or_default()
     }
 
     fn ra(&mut self) -> crate::Result<Vec<u8>> {
@@ -722,14 +772,105 @@ fn literal_macro(literal: &[u8], stop_char: u8) -> crate::Result<(Macro, u8)> {
     }
 }
 
+/// ownmail: strips a trailing `{sep}N` CIDR length from `term` and returns N. RFC 7208 §5.6:
+/// `"/" ("0" / %x31-39 0*1DIGIT)` (ip4, up to 32) or `0*2DIGIT` (ip6, up to 128): no leading
+/// zeros, in range, else permerror. `None` when `term` does not end in `{sep}DIGITS`.
+fn strip_cidr(term: &mut Vec<u8>, sep: &[u8], max: u8) -> crate::Result<Option<u8>> {
+    let digits = term.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    let start = term.len() - digits;
+    if digits == 0 || !term[..start].ends_with(sep) {
+        return Ok(None);
+    }
+    // A single `/` before the digits is the ip4 length only if not part of `//`.
+    if sep == b"/" && term[..start].ends_with(b"//") {
+        return Ok(None);
+    }
+    let number = &term[start..];
+    if digits > 3 || (number.len() > 1 && number[0] == b'0') {
+        return Err(Error::ParseError);
+    }
+    let len = number
+        .iter()
+        .fold(0u16, |n, c| n * 10 + u16::from(c - b'0'));
+    if len > u16::from(max) {
+        return Err(Error::ParseError);
+    }
+    term.truncate(start - sep.len());
+    Ok(Some(len as u8))
+}
+
+/// ownmail: parses a whole domain-spec (RFC 7208 §7.1): `macro-string domain-end`, where
+/// domain-end = ( "." toplabel [ "." ] ) / macro-expand. So `museum`, `abc.123`,
+/// `example.com:8080`, `example.-com` or an empty spec are syntax errors (permerror).
+fn domain_spec(spec: &[u8]) -> crate::Result<Macro> {
+    if spec.is_empty() {
+        return Err(Error::ParseError);
+    }
+    let (macro_string, _) = spec.iter().macro_string_slow(false, false)?;
+    let ends_well = match &macro_string {
+        Macro::Literal(literal) => has_toplabel_end(literal),
+        Macro::List(list) => match list.last() {
+            Some(Macro::Literal(literal)) => has_toplabel_end(literal),
+            _ => true,
+        },
+        _ => true,
+    };
+    if ends_well {
+        Ok(macro_string)
+    } else {
+        Err(Error::ParseError)
+    }
+}
+
+/// ownmail: `"." toplabel [ "." ]` at the end, toplabel = ( *alphanum ALPHA *alphanum ) /
+/// ( 1*alphanum "-" *( alphanum / "-" ) alphanum ) (RFC 7208 §7.1).
+pub(crate) fn has_toplabel_end(literal: &[u8]) -> bool {
+    let literal = literal.strip_suffix(b".").unwrap_or(literal);
+    let Some(dot) = literal.iter().rposition(|&c| c == b'.') else {
+        return false;
+    };
+    let label = &literal[dot + 1..];
+    let (Some(first), Some(last)) = (label.first(), label.last()) else {
+        return false;
+    };
+    if !label.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-') {
+        return false;
+    }
+    if label.contains(&b'-') {
+        first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric()
+    } else {
+        label.iter().any(|c| c.is_ascii_alphabetic())
+    }
+}
+
+/// ownmail: the name of the term starting at `input` (after any qualifier), as `next_term`
+/// reads it, for the check of unknown modifier names.
+fn term_name(input: &[u8]) -> &[u8] {
+    let start = input
+        .iter()
+        .position(|c| !b"+-~?\t\n\x0c\r ".contains(c))
+        .unwrap_or(input.len());
+    let rest = input.get(start..).unwrap_or_default();
+    let end = rest
+        .iter()
+        .position(|c| matches!(TERM_CLASS[*c as usize], TERM_SPACE | TERM_STOP))
+        .unwrap_or(rest.len());
+    rest.get(..end).unwrap_or_default()
+}
+
 trait SPFMacroParser {
-    fn macro_string_slow(&mut self, is_exp: bool) -> crate::Result<(Macro, u8)>;
+    fn macro_string_slow(&mut self, is_exp: bool, stop_at_slash: bool)
+    -> crate::Result<(Macro, u8)>;
 }
 
 impl SPFMacroParser for Iter<'_, u8> {
     #[inline(never)]
     #[allow(clippy::while_let_on_iterator)]
-    fn macro_string_slow(&mut self, is_exp: bool) -> crate::Result<(Macro, u8)> {
+    fn macro_string_slow(
+        &mut self,
+        is_exp: bool,
+        stop_at_slash: bool,
+    ) -> crate::Result<(Macro, u8)> {
         let mut stop_char = b' ';
         let mut last_is_pct = false;
         let mut literal = Vec::with_capacity(16);
@@ -806,12 +947,16 @@ impl SPFMacroParser for Iter<'_, u8> {
                         delimiters,
                     });
                 }
-                b'/' if !is_exp => {
+                b'/' if stop_at_slash => {
                     stop_char = ch;
                     break;
                 }
                 _ => {
                     if last_is_pct {
+                        return Err(Error::ParseError);
+                    } else if !is_exp && ch != b' ' && !(0x21..=0x7e).contains(&ch) {
+                        // ownmail: RFC 7208 §7.1: macro-literal = %x21-24 / %x26-7E; a
+                        // control or non-ASCII byte in a record is a syntax error.
                         return Err(Error::ParseError);
                     } else if !ch.is_ascii_whitespace() || is_exp {
                         literal.push(ch);

@@ -95,6 +95,18 @@ impl MessageAuthenticator {
         if domain.is_empty() || domain.len() > 255 || !domain.has_valid_labels() {
             return output.with_result(SpfResult::None);
         }
+        // ownmail: RFC 7208 §4.3: a malformed domain (an empty label, a domain literal such as
+        // `[192.0.2.1]`, no valid top label) has no SPF record to check: "none", where the
+        // crate looked it up and reported the failed lookup as permerror.
+        if domain
+            .strip_suffix('.')
+            .unwrap_or(domain)
+            .split('.')
+            .any(str::is_empty)
+            || !super::parse::has_toplabel_end(domain.as_bytes())
+        {
+            return output.with_result(SpfResult::None);
+        }
         let mut vars = Variables::new();
         let mut has_p_var = false;
         vars.set_ip(&ip);
@@ -113,6 +125,20 @@ impl MessageAuthenticator {
             Err(err) => return output.with_result(err.into()),
         };
 
+        // ownmail: RFC 7208 §4.6.4: more than two lookups of the a, mx and exists mechanisms
+        // that find no records (or a name that cannot exist) end in permerror.
+        let mut void_lookups = 0u32;
+        macro_rules! void_lookup {
+            () => {{
+                void_lookups += 1;
+                if void_lookups > MAX_VOID_LOOKUPS {
+                    return output
+                        .with_result(SpfResult::PermError)
+                        .with_report(&spf_record);
+                }
+                false
+            }};
+        }
         let mut domain = Cow::Borrowed(domain);
         let mut include_stack = Vec::new();
 
@@ -127,21 +153,27 @@ impl MessageAuthenticator {
                             .with_result(SpfResult::PermError)
                             .with_report(&spf_record);
                     }
-                    if let Some(ptr) = self
-                        .ptr_lookup(ip, params.cache_ptr)
+                    // ownmail: RFC 7208 §7.3: %{p} is a *validated* name of the client (one
+                    // whose addresses include it, preferring the domain or a subdomain of
+                    // it), without the trailing dot, else "unknown". The crate took the first
+                    // PTR name unchecked, root dot included.
+                    let name = self
+                        .validated_name(ip, &domain, params.cache_ptr, params.cache_ipv4, params.cache_ipv6)
                         .await
-                        .ok()
-                        .and_then(|ptrs| ptrs.rrset.first().map(|ptr| ptr.as_bytes().to_vec()))
-                    {
-                        vars.set_validated_domain(ptr);
-                    }
+                        .unwrap_or_else(|| "unknown".to_string());
+                    vars.set_validated_domain(name.into_bytes());
                     has_p_var = true;
                 }
 
                 let matches = match &directive.mechanism {
                     Mechanism::All => true,
                     Mechanism::Ip4 { addr, mask } => ip.matches_ipv4_mask(addr, *mask),
-                    Mechanism::Ip6 { addr, mask } => ip.matches_ipv6_mask(addr, *mask),
+                    // ownmail: RFC 7208 §5.6: ip6 never matches an IPv4 client (the crate
+                    // compared the IPv4-mapped form, so `ip6:::/0` passed everyone).
+                    Mechanism::Ip6 { addr, mask } => match ip {
+                        IpAddr::V6(ip6) => ip6.matches_ipv6_mask(addr, *mask),
+                        IpAddr::V4(_) => false,
+                    },
                     Mechanism::A {
                         macro_string,
                         ip4_mask,
@@ -163,8 +195,8 @@ impl MessageAuthenticator {
                             )
                             .await
                         {
-                            Ok(true) => true,
-                            Ok(false) | Err(Error::Dns(DnsError::RecordNotFound(_))) => false,
+                            Ok(Some(matches)) => matches,
+                            Ok(None) => void_lookup!(),
                             Err(_) => {
                                 return output
                                     .with_result(SpfResult::TempError)
@@ -188,6 +220,10 @@ impl MessageAuthenticator {
                             .mx_lookup(&*macro_string.eval(&vars, &domain, true), params.cache_mx)
                             .await
                         {
+                            // ownmail: no MX records (or an impossible name) is a void lookup.
+                            Ok(records) if records.rrset.is_empty() => {
+                                void_lookup!();
+                            }
                             Ok(records) => {
                                 for (mx_num, exchange) in records
                                     .rrset
@@ -212,12 +248,11 @@ impl MessageAuthenticator {
                                         )
                                         .await
                                     {
-                                        Ok(true) => {
+                                        Ok(Some(true)) => {
                                             matches = true;
                                             break;
                                         }
-                                        Ok(false)
-                                        | Err(Error::Dns(DnsError::RecordNotFound(_))) => (),
+                                        Ok(Some(false) | None) => (),
                                         Err(_) => {
                                             return output
                                                 .with_result(SpfResult::TempError)
@@ -226,7 +261,9 @@ impl MessageAuthenticator {
                                     }
                                 }
                             }
-                            Err(Error::Dns(DnsError::RecordNotFound(_))) => (),
+                            Err(Error::Dns(DnsError::RecordNotFound(_)) | Error::ParseError) => {
+                                void_lookup!();
+                            }
                             Err(_) => {
                                 return output
                                     .with_result(SpfResult::TempError)
@@ -284,13 +321,15 @@ impl MessageAuthenticator {
 
                         let target_name = macro_string.eval(&vars, &domain, true);
                         let target_addr = to_lowercase(target_name.as_ref());
-                        let target_addr = target_addr.as_ref();
+                        // ownmail: names compare without their root dot (PTR answers carry
+                        // one), case-insensitively.
+                        let target_addr = target_addr.strip_suffix('.').unwrap_or(&target_addr);
                         let mut matches = false;
 
                         if let Ok(records) = self.ptr_lookup(ip, params.cache_ptr).await {
                             for record in records.rrset.iter() {
                                 if lookup_limit.can_lookup()
-                                    && let Ok(true) = self
+                                    && let Ok(Some(true)) = self
                                         .ip_matches(
                                             record,
                                             ip,
@@ -301,12 +340,7 @@ impl MessageAuthenticator {
                                         )
                                         .await
                                 {
-                                    matches = record.as_ref() == target_addr
-                                        || record
-                                            .strip_suffix('.')
-                                            .unwrap_or(record.as_ref())
-                                            .strip_suffix(target_addr)
-                                            .is_some_and(|prefix| prefix.ends_with('.'));
+                                    matches = is_same_or_subdomain(record, target_addr);
                                     if matches {
                                         break;
                                     }
@@ -322,19 +356,23 @@ impl MessageAuthenticator {
                                 .with_report(&spf_record);
                         }
 
-                        if let Ok(result) = self
-                            .exists(
-                                &*macro_string.eval(&vars, &domain, true),
-                                params.cache_ipv4,
-                                params.cache_ipv6,
-                            )
+                        // ownmail: RFC 7208 §5.7: exists looks up A records whatever the
+                        // client's address family (the crate fell back to AAAA), and an
+                        // answer without any, or an impossible name, is a void lookup.
+                        match self
+                            .ipv4_lookup(&*macro_string.eval(&vars, &domain, true), params.cache_ipv4)
                             .await
                         {
-                            result
-                        } else {
-                            return output
-                                .with_result(SpfResult::TempError)
-                                .with_report(&spf_record);
+                            Ok(records) if !records.rrset.is_empty() => true,
+                            Ok(_)
+                            | Err(Error::Dns(DnsError::RecordNotFound(_)) | Error::ParseError) => {
+                                void_lookup!()
+                            }
+                            Err(_) => {
+                                return output
+                                    .with_result(SpfResult::TempError)
+                                    .with_report(&spf_record);
+                            }
                         }
                     }
                 };
@@ -428,22 +466,70 @@ impl MessageAuthenticator {
         ip6_mask: u128,
         cache_ipv4: Option<&impl ResolverCache<Box<str>, RecordSet<Ipv4Addr>>>,
         cache_ipv6: Option<&impl ResolverCache<Box<str>, RecordSet<Ipv6Addr>>>,
-    ) -> crate::Result<bool> {
-        Ok(match ip {
-            IpAddr::V4(ip) => self
-                .ipv4_lookup(target_name, cache_ipv4)
-                .await?
-                .rrset
-                .iter()
-                .any(|addr| ip.matches_ipv4_mask(addr, ip4_mask)),
-            IpAddr::V6(ip) => self
-                .ipv6_lookup(target_name, cache_ipv6)
-                .await?
-                .rrset
-                .iter()
-                .any(|addr| ip.matches_ipv6_mask(addr, ip6_mask)),
-        })
+    ) -> crate::Result<Option<bool>> {
+        // ownmail: `None` for a void lookup (RFC 7208 §4.6.4): no address records, no such
+        // name, or a name that cannot be asked for (empty or over-long label), which the
+        // crate reported as temperror.
+        let found = match ip {
+            IpAddr::V4(ip) => self.ipv4_lookup(target_name, cache_ipv4).await.map(|rs| {
+                (!rs.rrset.is_empty())
+                    .then(|| rs.rrset.iter().any(|addr| ip.matches_ipv4_mask(addr, ip4_mask)))
+            }),
+            IpAddr::V6(ip) => self.ipv6_lookup(target_name, cache_ipv6).await.map(|rs| {
+                (!rs.rrset.is_empty())
+                    .then(|| rs.rrset.iter().any(|addr| ip.matches_ipv6_mask(addr, ip6_mask)))
+            }),
+        };
+        match found {
+            Err(Error::Dns(DnsError::RecordNotFound(_)) | Error::ParseError) => Ok(None),
+            found => found,
+        }
     }
+
+    /// ownmail: RFC 7208 §5.5/§7.3: the client's name for %{p}: a PTR name (at most 10 are
+    /// tried) one of whose addresses is the client, preferring `domain` or a subdomain of it;
+    /// without the root dot.
+    async fn validated_name(
+        &self,
+        ip: IpAddr,
+        domain: &str,
+        cache_ptr: Option<&impl ResolverCache<IpAddr, RecordSet<Box<str>>>>,
+        cache_ipv4: Option<&impl ResolverCache<Box<str>, RecordSet<Ipv4Addr>>>,
+        cache_ipv6: Option<&impl ResolverCache<Box<str>, RecordSet<Ipv6Addr>>>,
+    ) -> Option<String> {
+        let names = self.ptr_lookup(ip, cache_ptr).await.ok()?;
+        let domain = to_lowercase(domain);
+        let domain = domain.strip_suffix('.').unwrap_or(&domain);
+        let mut validated: Option<String> = None;
+        for name in names.rrset.iter().take(10) {
+            let Ok(Some(true)) = self
+                .ip_matches(name, ip, u32::MAX, u128::MAX, cache_ipv4, cache_ipv6)
+                .await
+            else {
+                continue;
+            };
+            let name = to_lowercase(name.strip_suffix('.').unwrap_or(name)).into_owned();
+            if is_same_or_subdomain(&name, domain) {
+                return Some(name);
+            }
+            validated.get_or_insert(name);
+        }
+        validated
+    }
+}
+
+/// ownmail: RFC 7208 §4.6.4.
+const MAX_VOID_LOOKUPS: u32 = 2;
+
+/// ownmail: whether `name` is `domain` or a subdomain of it, ignoring case and root dots
+/// (RFC 7208 §5.5).
+fn is_same_or_subdomain(name: &str, domain: &str) -> bool {
+    let name = to_lowercase(name.strip_suffix('.').unwrap_or(name));
+    let domain = to_lowercase(domain.strip_suffix('.').unwrap_or(domain));
+    name == domain
+        || name
+            .strip_suffix(domain.as_ref())
+            .is_some_and(|prefix| prefix.ends_with('.'))
 }
 
 fn postmaster_at(domain: &str) -> String {
@@ -568,11 +654,13 @@ impl IpMask for IpAddr {
     }
 
     fn matches_ipv6_mask(&self, addr: &Ipv6Addr, mask: u128) -> bool {
-        u128::from_be_bytes(match &self {
-            IpAddr::V6(ip) => ip.octets(),
-            IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
-        }) & mask
-            == u128::from_be_bytes(addr.octets()) & mask
+        // ownmail: an IPv4 client never matches IPv6 networks (RFC 7208 §5.6); the crate
+        // compared its IPv4-mapped form, so `a//0` and `ip6:::/0` passed every IPv4 client.
+        match &self {
+            IpAddr::V6(ip) => u128::from_be_bytes(ip.octets()) & mask
+                == u128::from_be_bytes(addr.octets()) & mask,
+            IpAddr::V4(_) => false,
+        }
     }
 }
 
