@@ -517,6 +517,10 @@ namespace inbox {{
   inbox = yes
 {special}
 }}
+# COMPRESS=DEFLATE (RFC 4978), as ownmail offers it
+protocol imap {{
+  mail_plugins = $mail_plugins imap_zlib
+}}
 service imap-login {{
   inet_listener imap {{
     address = {host}

@@ -162,6 +162,37 @@ fn cases() -> Vec<(&'static str, Want)> {
             }),
         ),
         (
+            // RFC 7162 §3.2.5.2 example: known UIDs and the sequence-match data.
+            "a1 EXAMINE INBOX (QRESYNC (67890007 90060115194045000 41:211,214:541 (1:20 41:60)))",
+            O(C::Examine {
+                mailbox: mb("INBOX"),
+                params: vec![SelectParam::QResync {
+                    uid_validity: 67890007,
+                    modseq: 90060115194045000,
+                    known_uids: Some(set("41:211,214:541")),
+                    seq_match: Some((set("1:20"), set("41:60"))),
+                }],
+            }),
+        ),
+        (
+            "a1 SELECT INBOX (QRESYNC (1 5 (1,2 7,9)) CONDSTORE)",
+            O(C::Select {
+                mailbox: mb("INBOX"),
+                params: vec![
+                    SelectParam::QResync {
+                        uid_validity: 1,
+                        modseq: 5,
+                        known_uids: None,
+                        seq_match: Some((set("1,2"), set("7,9"))),
+                    },
+                    SelectParam::CondStore,
+                ],
+            }),
+        ),
+        ("a1 SELECT INBOX (QRESYNC (0 5))", E("")),
+        ("a1 SELECT INBOX (QRESYNC (1))", E("")),
+        ("a1 SELECT INBOX (QRESYNC (1 5 1:3 (1:2)))", E("")),
+        (
             "a1 EXAMINE Archive",
             O(C::Examine {
                 mailbox: mb("Archive"),

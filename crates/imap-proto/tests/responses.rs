@@ -93,6 +93,10 @@ fn response_codes() {
             Code::HighestModSeq(715194045007),
             "[HIGHESTMODSEQ 715194045007]",
         ),
+        (
+            Code::Modified(SequenceSet::parse(b"7,9").expect("set")),
+            "[MODIFIED 7,9]",
+        ),
         (Code::Closed, "[CLOSED]"),
     ];
     for (code, want) in cases {

@@ -2,7 +2,8 @@
 //! INTERNALDATE, RFC822, RFC822.HEADER, RFC822.TEXT, ENVELOPE, BODY, BODYSTRUCTURE,
 //! BODY[section]<partial> and BODY.PEEK of the message or of any part (HEADER,
 //! HEADER.FIELDS[.NOT], TEXT, MIME), BINARY[part]<partial>, BINARY.PEEK and BINARY.SIZE
-//! (RFC 3516). MODSEQ is refused with BAD: CONDSTORE is not offered.
+//! (RFC 3516), MODSEQ and the `(CHANGEDSINCE n [VANISHED])` modifier (RFC 7162 §3.1.4,
+//! §3.2.6).
 //!
 //! Messages are read whole (the literal limit bounds what was stored) and sent with CRLF
 //! line endings whatever the file holds, so every size and offset agrees with RFC822.SIZE
@@ -21,10 +22,6 @@ use ownmail_mailstore::{Folder, MessageInfo, StoreError};
 use crate::message;
 use crate::mime::{self, Kind, Part};
 use crate::session::{store_error, Session, Tagged};
-
-fn unsupported(a: &FetchAttr) -> bool {
-    matches!(a, FetchAttr::ModSeq)
-}
 
 fn needs_body(a: &FetchAttr) -> bool {
     !matches!(
@@ -162,6 +159,7 @@ struct Source<'a> {
 fn value(a: &FetchAttr, src: &Source) -> Result<Option<FetchValue>, UnknownCte> {
     let msg = src.body.unwrap_or_default();
     Ok(Some(match a {
+        // Filled in once `\Seen` is settled: both may change.
         FetchAttr::Flags | FetchAttr::ModSeq => return Ok(None),
         FetchAttr::Uid => FetchValue::Uid(src.m.uid.0),
         FetchAttr::Rfc822Size => FetchValue::Rfc822Size(
@@ -244,11 +242,19 @@ fn value(a: &FetchAttr, src: &Source) -> Result<Option<FetchValue>, UnknownCte> 
     }))
 }
 
-pub(crate) fn fetch(s: &mut Session, uid: bool, set: &SequenceSet, items: &[FetchAttr]) -> Tagged {
-    if items.iter().any(unsupported) {
-        return Tagged::bad("MODSEQ needs CONDSTORE, which is not offered");
+pub(crate) fn fetch(
+    s: &mut Session,
+    uid: bool,
+    set: &SequenceSet,
+    items: &[FetchAttr],
+    changed_since: Option<u64>,
+    vanished: bool,
+) -> Tagged {
+    // RFC 7162 §3.2.6: VANISHED only once QRESYNC is enabled.
+    if vanished && !s.qresync {
+        return Tagged::bad("VANISHED needs ENABLE QRESYNC");
     }
-    let idxs = match s.resolve(set, uid) {
+    let mut idxs = match s.resolve(set, uid) {
         Ok(i) => i,
         Err(t) => return t,
     };
@@ -256,6 +262,29 @@ pub(crate) fn fetch(s: &mut Session, uid: bool, set: &SequenceSet, items: &[Fetc
     if uid && !items.contains(&FetchAttr::Uid) {
         items.insert(0, FetchAttr::Uid);
     }
+    // RFC 7162 §3.1.4.1: MODSEQ and CHANGEDSINCE enable CONDSTORE; CHANGEDSINCE implies MODSEQ.
+    if changed_since.is_some() && !items.contains(&FetchAttr::ModSeq) {
+        items.push(FetchAttr::ModSeq);
+    }
+    if items.contains(&FetchAttr::ModSeq) {
+        s.condstore = true;
+    }
+    if let (Some(since), Some(sel)) = (changed_since, s.selected.as_ref()) {
+        idxs.retain(|&i| sel.msgs.get(i).is_some_and(|m| m.modseq > since));
+        if vanished {
+            // `*` in the set stands for the last UID ever given, so `300:*` also covers
+            // UIDs expunged above the last message still here.
+            if let Some(uids) =
+                crate::qresync::vanished(&sel.folder, since, &sel.msgs, sel.uid_next, Some(set))
+            {
+                s.data(Data::Vanished {
+                    earlier: true,
+                    uids,
+                });
+            }
+        }
+    }
+    let condstore = s.condstore;
     let want_body = items.iter().any(needs_body);
     let want_mime = items.iter().any(needs_mime);
     let mark_seen = items.iter().any(sets_seen);
@@ -358,11 +387,16 @@ pub(crate) fn fetch(s: &mut Session, uid: bool, set: &SequenceSet, items: &[Fetc
                 .zip(values)
                 .filter_map(|(a, v)| match a {
                     FetchAttr::Flags => Some(FetchValue::Flags(message::to_imap_flags(&m.flags))),
+                    FetchAttr::ModSeq => Some(FetchValue::ModSeq(m.modseq)),
                     _ => v,
                 })
                 .collect();
             if flags_changed && !items.contains(&FetchAttr::Flags) {
                 values.push(FetchValue::Flags(message::to_imap_flags(&m.flags)));
+            }
+            // RFC 7162 §3.1.4: a flag change we report carries its MODSEQ.
+            if flags_changed && condstore && !items.contains(&FetchAttr::ModSeq) {
+                values.push(FetchValue::ModSeq(m.modseq));
             }
             out.push(Data::Fetch {
                 seq: u32::try_from(i + 1).unwrap_or(u32::MAX),

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 mod append;
 mod auth;
+mod compress;
 mod copy;
 mod expunge;
 mod fetch;
@@ -35,6 +36,7 @@ mod listener;
 mod mailbox;
 mod message;
 mod mime;
+mod qresync;
 mod search;
 mod select;
 mod session;

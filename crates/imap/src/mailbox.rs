@@ -117,7 +117,7 @@ pub(crate) fn status_values(
                 .map(|m| m.vsize.or(m.size).unwrap_or(0))
                 .sum(),
             StatusItem::AppendLimit => s.ctx.max_message,
-            StatusItem::HighestModSeq => return Err(Tagged::bad("CONDSTORE not supported yet")),
+            StatusItem::HighestModSeq => st.highest_modseq,
         };
         out.push((item, v));
     }
@@ -125,6 +125,10 @@ pub(crate) fn status_values(
 }
 
 pub(crate) fn status(s: &mut Session, mb: &Mailbox, items: &[StatusItem]) -> Tagged {
+    // RFC 7162 §3.1: STATUS HIGHESTMODSEQ is a CONDSTORE-enabling command.
+    if items.contains(&StatusItem::HighestModSeq) {
+        s.condstore = true;
+    }
     match status_values(s, mb, items) {
         Ok(items) => {
             let mailbox = folder_name(mb).unwrap_or_default();

@@ -1,6 +1,8 @@
 //! SEARCH and UID SEARCH (RFC 9051 §6.4.4) with ESEARCH results (RFC 4731). Text keys are
 //! case-insensitive substring matches over the raw bytes (no MIME decoding yet). The
-//! sent-date keys and MODSEQ are refused with BAD for now.
+//! sent-date keys are refused with BAD for now. MODSEQ (RFC 7162 §3.1.5) matches messages
+//! changed at or after the mod-sequence (per-flag entries are not kept: the message's
+//! mod-sequence stands for all of them) and adds `(MODSEQ n)`, the highest among the hits.
 
 use ownmail_imap_proto::{Code, Data, SearchKey, SearchReturn, SequenceSet};
 use ownmail_mailstore::{Folder, MessageInfo};
@@ -44,14 +46,21 @@ impl Candidate<'_> {
 /// Keys refused for now; checked before any message is read.
 fn supported(k: &SearchKey) -> bool {
     match k {
-        SearchKey::SentBefore(_)
-        | SearchKey::SentOn(_)
-        | SearchKey::SentSince(_)
-        | SearchKey::ModSeq { .. } => false,
+        SearchKey::SentBefore(_) | SearchKey::SentOn(_) | SearchKey::SentSince(_) => false,
         SearchKey::Not(k) => supported(k),
         SearchKey::Or(a, b) => supported(a) && supported(b),
         SearchKey::And(ks) => ks.iter().all(supported),
         _ => true,
+    }
+}
+
+fn has_modseq(k: &SearchKey) -> bool {
+    match k {
+        SearchKey::ModSeq { .. } => true,
+        SearchKey::Not(k) => has_modseq(k),
+        SearchKey::Or(a, b) => has_modseq(a) || has_modseq(b),
+        SearchKey::And(ks) => ks.iter().any(has_modseq),
+        _ => false,
     }
 }
 
@@ -95,10 +104,8 @@ fn eval(k: &SearchKey, c: &mut Candidate) -> bool {
         SearchKey::Not(k) => !eval(k, c),
         SearchKey::Or(a, b) => eval(a, c) || eval(b, c),
         SearchKey::And(ks) => ks.iter().all(|k| eval(k, c)),
-        SearchKey::SentBefore(_)
-        | SearchKey::SentOn(_)
-        | SearchKey::SentSince(_)
-        | SearchKey::ModSeq { .. } => false,
+        SearchKey::ModSeq { modseq, .. } => c.m.modseq >= *modseq,
+        SearchKey::SentBefore(_) | SearchKey::SentOn(_) | SearchKey::SentSince(_) => false,
     }
 }
 
@@ -117,7 +124,11 @@ pub(crate) fn search(
         }
     }
     if !supported(key) {
-        return Tagged::bad("SENTBEFORE/SENTON/SENTSINCE/MODSEQ are not supported yet");
+        return Tagged::bad("SENTBEFORE/SENTON/SENTSINCE are not supported yet");
+    }
+    let with_modseq = has_modseq(key);
+    if with_modseq {
+        s.condstore = true;
     }
     let Some(sel) = s.selected.as_ref() else {
         return Tagged::bad("No mailbox selected");
@@ -125,6 +136,7 @@ pub(crate) fn search(
     let count = u32::try_from(sel.msgs.len()).unwrap_or(u32::MAX);
     let largest_uid = sel.msgs.last().map_or(0, |m| m.uid.0);
     let mut hits = Vec::new();
+    let mut top_modseq = 0;
     for (i, m) in sel.msgs.iter().enumerate() {
         let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let mut c = Candidate {
@@ -137,13 +149,17 @@ pub(crate) fn search(
         };
         if eval(key, &mut c) {
             hits.push(if uid { m.uid.0 } else { seq });
+            top_modseq = top_modseq.max(m.modseq);
         }
     }
+    // RFC 7162 §3.1.5: a search with MODSEQ that found something says the highest
+    // mod-sequence among what it found.
+    let modseq = (with_modseq && !hits.is_empty()).then_some(top_modseq);
     let esearch = returns.is_some() || s.rev2;
     if !esearch {
         s.data(Data::Search {
             numbers: hits,
-            modseq: None,
+            modseq,
         });
         return Tagged::ok("SEARCH completed");
     }
@@ -174,7 +190,7 @@ pub(crate) fn search(
         } else {
             None
         },
-        modseq: None,
+        modseq,
     });
     Tagged::ok("SEARCH completed")
 }

@@ -1,6 +1,7 @@
-//! SELECT, EXAMINE, CLOSE and UNSELECT (RFC 9051 §6.3.2, §6.4.1, RFC 3691).
+//! SELECT, EXAMINE, CLOSE and UNSELECT (RFC 9051 §6.3.2, §6.4.1, RFC 3691), with the
+//! CONDSTORE and QRESYNC parameters (RFC 7162 §3.1.8, §3.2.5).
 
-use ownmail_imap_proto::{Code, Data, Flag, Mailbox, Response, Status};
+use ownmail_imap_proto::{Code, Data, Flag, Mailbox, Response, SelectParam, Status};
 
 use crate::session::{folder_name, store_error, Selected, Session, Tagged};
 
@@ -20,7 +21,23 @@ fn untagged(s: &mut Session, code: Code, text: &str) {
     });
 }
 
-pub(crate) fn select(s: &mut Session, mb: &Mailbox, read_only: bool) -> Tagged {
+pub(crate) fn select(
+    s: &mut Session,
+    mb: &Mailbox,
+    read_only: bool,
+    params: &[SelectParam],
+) -> Tagged {
+    let mut resync = None;
+    for p in params {
+        match p {
+            SelectParam::CondStore => s.condstore = true,
+            // RFC 7162 §3.2.5: QRESYNC without ENABLE QRESYNC first is a BAD.
+            SelectParam::QResync { .. } if !s.qresync => {
+                return Tagged::bad("QRESYNC is not enabled")
+            }
+            SelectParam::QResync { .. } => resync = Some(p),
+        }
+    }
     // RFC 9051 §6.3.2: a failed SELECT leaves no mailbox selected.
     if s.selected.take().is_some() {
         untagged(s, Code::Closed, "Previous mailbox closed");
@@ -73,6 +90,44 @@ pub(crate) fn select(s: &mut Session, mb: &Mailbox, read_only: bool) -> Tagged {
         },
         "Limited",
     );
+    // RFC 7162 §3.1.2.1: a server with persistent mod-sequences says HIGHESTMODSEQ on every
+    // successful SELECT/EXAMINE, CONDSTORE enabled or not.
+    untagged(s, Code::HighestModSeq(state.highest_modseq), "Highest");
+    // RFC 7162 §3.2.5.1: with a matching UIDVALIDITY, what changed since the client's
+    // mod-sequence — the UIDs expunged, then the flags that changed (only among the UIDs it
+    // says it knows, when it says so). The sequence-match data is not needed: expunges are
+    // remembered, and a client older than that memory is told every UID not present.
+    if let Some(SelectParam::QResync {
+        uid_validity,
+        modseq,
+        known_uids,
+        ..
+    }) = resync
+    {
+        if *uid_validity == state.uid_validity.0 {
+            let largest = state.messages.last().map_or(0, |m| m.uid.0);
+            if let Some(uids) = crate::qresync::vanished(
+                &folder,
+                *modseq,
+                &state.messages,
+                state.uid_next.0,
+                known_uids.as_ref(),
+            ) {
+                s.data(Data::Vanished {
+                    earlier: true,
+                    uids,
+                });
+            }
+            for (i, m) in state.messages.iter().enumerate() {
+                let known = known_uids
+                    .as_ref()
+                    .is_none_or(|k| k.contains(m.uid.0, largest));
+                if m.modseq > *modseq && known {
+                    s.data(crate::qresync::flags_fetch(i, m));
+                }
+            }
+        }
+    }
     s.selected = Some(Selected {
         folder,
         read_only,

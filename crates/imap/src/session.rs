@@ -119,6 +119,13 @@ pub(crate) struct Session {
     pub selected: Option<Selected>,
     /// ENABLE IMAP4rev2 was given (RFC 9051 §6.3.1).
     pub rev2: bool,
+    /// CONDSTORE is on (RFC 7162 §3.1): ENABLE, or a CONDSTORE-enabling command was used.
+    /// Unsolicited FETCH then carries MODSEQ, SELECT answers HIGHESTMODSEQ.
+    pub condstore: bool,
+    /// ENABLE QRESYNC was given (RFC 7162 §3.2.3): EXPUNGE becomes VANISHED.
+    pub qresync: bool,
+    /// COMPRESS=DEFLATE is active (RFC 4978): `io` is a [`crate::compress::Deflate`].
+    pub compressed: bool,
     errors: u32,
 }
 
@@ -151,6 +158,9 @@ pub async fn run_session(
         user: None,
         selected: None,
         rev2: false,
+        condstore: false,
+        qresync: false,
+        compressed: false,
         errors: 0,
     };
     let result = s.run().await;
@@ -306,6 +316,8 @@ impl Session {
             "ESEARCH",
             "LIST-STATUS",
             "BINARY",
+            "CONDSTORE",
+            "QRESYNC",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -320,6 +332,9 @@ impl Session {
             } else {
                 caps.push("AUTH=PLAIN".into());
             }
+        } else if !self.compressed {
+            // RFC 4978 §3: offered once logged in, and no longer once active.
+            caps.push("COMPRESS=DEFLATE".into());
         }
         caps
     }
@@ -444,6 +459,14 @@ impl Session {
                     if c.eq_ignore_ascii_case("IMAP4rev2") {
                         self.rev2 = true;
                         enabled.push("IMAP4rev2".to_string());
+                    } else if c.eq_ignore_ascii_case("CONDSTORE") {
+                        self.condstore = true;
+                        enabled.push("CONDSTORE".to_string());
+                    } else if c.eq_ignore_ascii_case("QRESYNC") {
+                        // RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                        self.condstore = true;
+                        self.qresync = true;
+                        enabled.push("QRESYNC".to_string());
                     }
                 }
                 self.data(Data::Enabled(enabled));
@@ -459,7 +482,12 @@ impl Session {
             CommandBody::Authenticate { mechanism, initial } => {
                 crate::auth::authenticate(self, &mechanism, initial).await?
             }
-            CommandBody::Compress { .. } => Tagged::no("COMPRESS not supported yet"),
+            CommandBody::Compress { mechanism } => {
+                match crate::compress::compress(self, &tag, &mechanism).await? {
+                    Some(t) => t,
+                    None => return Ok(()),
+                }
+            }
             body if self.user.is_none() => {
                 let _ = body;
                 Tagged::bad("Log in first")
@@ -503,14 +531,12 @@ impl Session {
             CommandBody::Status { mailbox, items } => {
                 crate::mailbox::status(self, &mailbox, &items)
             }
-            // CONDSTORE/QRESYNC (RFC 7162) are not advertised yet.
-            CommandBody::Select { params, .. } | CommandBody::Examine { params, .. }
-                if !params.is_empty() =>
-            {
-                Tagged::bad("CONDSTORE/QRESYNC not supported yet")
+            CommandBody::Select { mailbox, params } => {
+                crate::select::select(self, &mailbox, false, &params)
             }
-            CommandBody::Select { mailbox, .. } => crate::select::select(self, &mailbox, false),
-            CommandBody::Examine { mailbox, .. } => crate::select::select(self, &mailbox, true),
+            CommandBody::Examine { mailbox, params } => {
+                crate::select::select(self, &mailbox, true, &params)
+            }
             CommandBody::Append {
                 mailbox,
                 flags,
@@ -527,12 +553,12 @@ impl Session {
             CommandBody::Expunge => crate::expunge::expunge(self, None),
             CommandBody::UidExpunge(set) => crate::expunge::expunge(self, Some(&set)),
             CommandBody::Fetch {
-                changed_since: Some(_),
-                ..
-            } => Tagged::bad("CONDSTORE not supported yet"),
-            CommandBody::Fetch {
-                uid, set, items, ..
-            } => crate::fetch::fetch(self, uid, &set, &items),
+                uid,
+                set,
+                items,
+                changed_since,
+                vanished,
+            } => crate::fetch::fetch(self, uid, &set, &items, changed_since, vanished),
             CommandBody::Store {
                 uid,
                 set,
@@ -540,13 +566,17 @@ impl Session {
                 silent,
                 flags,
                 unchanged_since,
-            } => {
-                if unchanged_since.is_some() {
-                    Tagged::bad("CONDSTORE not supported yet")
-                } else {
-                    crate::store::store(self, uid, &set, mode, silent, &flags)
-                }
-            }
+            } => crate::store::store(
+                self,
+                uid,
+                &set,
+                crate::store::StoreArgs {
+                    mode,
+                    silent,
+                    flags: &flags,
+                    unchanged_since,
+                },
+            ),
             CommandBody::Copy { uid, set, mailbox } => {
                 crate::copy::copy(self, uid, &set, &mailbox, false)
             }
@@ -582,15 +612,27 @@ impl Session {
         let mut out = Vec::new();
         if expunge_ok {
             let present: HashSet<u32> = state.messages.iter().map(|m| m.uid.0).collect();
+            let mut vanished = Vec::new();
             let mut i = 0;
             while i < sel.msgs.len() {
                 let gone = sel.msgs.get(i).is_some_and(|m| !present.contains(&m.uid.0));
                 if gone {
-                    sel.msgs.remove(i);
-                    out.push(Data::Expunge(u32::try_from(i + 1).unwrap_or(u32::MAX)));
+                    let m = sel.msgs.remove(i);
+                    if self.qresync {
+                        vanished.push(m.uid.0);
+                    } else {
+                        out.push(Data::Expunge(u32::try_from(i + 1).unwrap_or(u32::MAX)));
+                    }
                 } else {
                     i += 1;
                 }
+            }
+            // RFC 7162 §3.2.10: with QRESYNC on, expunges are told by UID, all in one.
+            if let Some(uids) = SequenceSet::from_numbers(&vanished) {
+                out.push(Data::Vanished {
+                    earlier: false,
+                    uids,
+                });
             }
         }
         let last = sel.msgs.last().map_or(0, |m| m.uid.0);
@@ -600,12 +642,17 @@ impl Session {
                 Ok(pos) => {
                     if let Some(old) = sel.msgs.get_mut(pos) {
                         if old.flags != m.flags {
+                            let mut items = vec![
+                                FetchValue::Flags(message::to_imap_flags(&m.flags)),
+                                FetchValue::Uid(m.uid.0),
+                            ];
+                            // RFC 7162 §3.1.4: with CONDSTORE on, flag updates carry MODSEQ.
+                            if self.condstore {
+                                items.push(FetchValue::ModSeq(m.modseq));
+                            }
                             out.push(Data::Fetch {
                                 seq: u32::try_from(pos + 1).unwrap_or(u32::MAX),
-                                items: vec![
-                                    FetchValue::Flags(message::to_imap_flags(&m.flags)),
-                                    FetchValue::Uid(m.uid.0),
-                                ],
+                                items,
                             });
                         }
                         *old = m;

@@ -216,10 +216,10 @@ async fn lf_files_are_sent_with_crlf() {
 }
 
 #[tokio::test]
-async fn modseq_is_still_refused() {
+async fn modseq_is_fetched_with_condstore() {
     let mut c = ready().await;
-    let r = c.cmd("f1 FETCH 1 MODSEQ").await;
-    assert!(last(&r).starts_with("f1 BAD"), "{r:?}");
+    let r = c.ok("f1 FETCH 1 MODSEQ").await;
+    assert!(has(&r, "* 1 FETCH (MODSEQ (1))"), "{r:?}");
 }
 
 /// Balanced parentheses outside quoted strings and literals, quoted strings without CR or LF,

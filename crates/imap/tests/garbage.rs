@@ -40,7 +40,7 @@ async fn garbage_after_login_and_select_is_bad() {
         "b3 STORE 1 +FLAGS (\\Recent)",
         "b4 SEARCH FROBNICATE",
         "b5 COPY 1:5 Sent",
-        "b6 FETCH 1 MODSEQ",
+        "b6 FETCH 1 FLAGS (CHANGEDSINCE 1 VANISHED)",
     ] {
         let r = c.cmd(junk).await;
         assert!(last(&r).contains(" BAD"), "{junk} -> {r:?}");

@@ -6,6 +6,7 @@
 //! folders, flags in file names, Dovecot's `dovecot-keywords` and `dovecot-uidlist`, APPEND,
 //! COPY, MOVE, EXPUNGE). Module map: `name` (IMAP names ↔ `.A.B` directories, isolation),
 //! `flags` (`:2,` letters, keywords), `uidlist` (the UID list format and its dot-lock),
+//! `modseq` (CONDSTORE/QRESYNC mod-sequences and remembered expunges, `ownmail-modseq`),
 //! `store` (folders and messages), `error` (the typed [`StoreError`]).
 //!
 //! Layout: a Maildir is a directory with `tmp/`, `new/` and `cur/`. Maildir++ subfolders are
@@ -19,7 +20,7 @@
 //!   again if syncing `new/` failed right after the rename).
 //! - **IMAP** ([`Folder`]) is the only one that moves files `new/` → `cur/`, renames files in
 //!   `cur/` to change their `:2,FLAGS`, removes messages, and writes `dovecot-uidlist`,
-//!   `dovecot-keywords` and `subscriptions` — always holding the folder's
+//!   `ownmail-modseq`, `dovecot-keywords` and `subscriptions` — always holding the folder's
 //!   `dovecot-uidlist.lock`, so concurrent sessions serialise while delivery never waits.
 //!
 //! Invariants:
@@ -376,18 +377,24 @@ pub fn to_crlf(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 mod error;
 mod flags;
+mod modseq;
 mod name;
+mod stamp;
 mod store;
 mod uidlist;
 mod watch;
 
 pub use error::{NameError, Result, StoreError};
 pub use flags::{check_keyword, split_info, Flags, Keywords, FORWARDED, MAX_KEYWORDS};
+pub use modseq::{MAX_EXPUNGED, MODSEQ};
 pub use name::{is_inbox, FolderName, SpecialUse};
-pub use store::{Folder, FolderInfo, FolderState, MailStore, MessageInfo};
+pub use stamp::FolderStamp;
+pub use store::{FlagChange, Folder, FolderInfo, FolderState, MailStore, MessageInfo};
 pub use uidlist::{Uid, UidList, UidValidity, LOCK as UIDLIST_LOCK, UIDLIST};
 pub use watch::{FolderWatch, WatchEvent};
 
+#[cfg(test)]
+mod migration_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

@@ -24,6 +24,7 @@ use std::time::SystemTime;
 
 use crate::error::{io_at, Result, StoreError};
 use crate::flags::{split_info, Flags, Keywords};
+use crate::modseq::{self, ModSeqState};
 use crate::name::{is_inbox, FolderName, SpecialUse};
 use crate::uidlist::{
     self, libc_nofollow, sync_dir, write_durable, DotLock, Uid, UidList, UidValidity, LOCK_WAIT,
@@ -292,9 +293,12 @@ impl MailStore {
         if subs == before {
             return Ok(());
         }
-        let mut text = String::new();
+        // Dovecot's version 2 format: a `V\t2` line, an empty line, then one name a line with
+        // its hierarchy levels separated by tabs (so the name does not depend on the
+        // separator; Dovecot drops a `Lists/rust` line as a name with an invalid character).
+        let mut text = String::from("V\t2\n\n");
         for s in &subs {
-            text.push_str(s);
+            text.push_str(&s.replace('/', "\t"));
             text.push('\n');
         }
         write_durable(&self.root, SUBSCRIPTIONS, text.as_bytes())
@@ -366,6 +370,8 @@ pub struct MessageInfo {
     /// The size with CRLF line endings (RFC822.SIZE): the name's `,W=` field, else the UID
     /// list's `W` field (Dovecot's cache of it), when present.
     pub vsize: Option<u64>,
+    /// The mod-sequence of its last change (RFC 7162 §3.1.1), from `ownmail-modseq`.
+    pub modseq: u64,
 }
 
 /// A folder after a sync: its messages in UID order.
@@ -373,6 +379,8 @@ pub struct MessageInfo {
 pub struct FolderState {
     pub uid_validity: UidValidity,
     pub uid_next: Uid,
+    /// HIGHESTMODSEQ (RFC 7162 §3.1.2).
+    pub highest_modseq: u64,
     pub messages: Vec<MessageInfo>,
 }
 
@@ -388,6 +396,7 @@ struct Synced {
     list: UidList,
     keywords: Keywords,
     messages: Vec<MessageInfo>,
+    modseq: ModSeqState,
 }
 
 impl Folder {
@@ -472,10 +481,18 @@ impl Folder {
                 sync_dir(&self.dir.join("new"))?;
             }
         }
+        let modseq = if from != to {
+            let n = s.modseq.note_flags(&[(uid, info.as_str())]);
+            modseq::save(&self.dir, &s.modseq)?;
+            n
+        } else {
+            m.modseq
+        };
         Ok(MessageInfo {
             file_name: new_name,
             in_new: false,
             flags: Flags::from_info(&info, &s.keywords),
+            modseq,
             ..m
         })
     }
@@ -488,6 +505,25 @@ impl Folder {
         &self,
         changes: &[(MessageInfo, Flags)],
     ) -> Result<Vec<Option<MessageInfo>>> {
+        Ok(self
+            .set_flags_checked(changes, None)?
+            .into_iter()
+            .map(|c| match c {
+                FlagChange::Done(m) => Some(m),
+                FlagChange::Gone | FlagChange::Modified(_) => None,
+            })
+            .collect())
+    }
+
+    /// [`Folder::set_flags_many`] for STORE (UNCHANGEDSINCE n) (RFC 7162 §3.1.3): with
+    /// `unchanged_since`, the folder is synced first under the lock and a message whose
+    /// mod-sequence is above `n` is left alone ([`FlagChange::Modified`]), so the test and the
+    /// change are one step for every other writer that takes the lock.
+    pub fn set_flags_checked(
+        &self,
+        changes: &[(MessageInfo, Flags)],
+        unchanged_since: Option<u64>,
+    ) -> Result<Vec<FlagChange>> {
         let _lock = self.lock()?;
         let mut keywords = self.read_keywords()?;
         let mut infos = Vec::with_capacity(changes.len());
@@ -496,6 +532,10 @@ impl Folder {
         }
         self.save_keywords(&keywords)?;
         let mut fresh: Option<HashMap<Uid, MessageInfo>> = None;
+        if unchanged_since.is_some() {
+            let s = self.sync_locked(&mut |_, _| {})?;
+            fresh = Some(s.messages.into_iter().map(|x| (x.uid, x)).collect());
+        }
         let mut out = Vec::with_capacity(changes.len());
         let mut touched_new = false;
         let mut touched = false;
@@ -503,7 +543,21 @@ impl Folder {
             let new_name = format!("{}:2,{info}", m.basename);
             let to = self.dir.join("cur").join(&new_name);
             let mut current = m.clone();
+            if let Some(since) = unchanged_since {
+                match fresh.as_ref().and_then(|f| f.get(&m.uid)) {
+                    None => {
+                        out.push((FlagChange::Gone, false));
+                        continue;
+                    }
+                    Some(x) if x.modseq > since => {
+                        out.push((FlagChange::Modified(x.clone()), false));
+                        continue;
+                    }
+                    Some(x) => current = x.clone(),
+                }
+            }
             let mut done = false;
+            let mut renamed = false;
             for attempt in 0..2 {
                 let from = self.message_path(&current);
                 if from == to {
@@ -515,6 +569,7 @@ impl Folder {
                         touched = true;
                         touched_new |= current.in_new;
                         done = true;
+                        renamed = true;
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
@@ -531,12 +586,17 @@ impl Folder {
                     Err(e) => return Err(io_at(&from)(e)),
                 }
             }
-            out.push(done.then(|| MessageInfo {
+            if !done {
+                out.push((FlagChange::Gone, false));
+                continue;
+            }
+            let now = MessageInfo {
                 file_name: new_name,
                 in_new: false,
                 flags: Flags::from_info(&info, &keywords),
                 ..current
-            }));
+            };
+            out.push((FlagChange::Done(now), renamed));
         }
         if touched {
             sync_dir(&self.dir.join("cur"))?;
@@ -544,7 +604,51 @@ impl Folder {
         if touched_new {
             sync_dir(&self.dir.join("new"))?;
         }
-        Ok(out)
+        self.note_flag_changes(out)
+    }
+
+    /// Gives the messages just renamed (flagged `true`) one new mod-sequence (RFC 7162
+    /// §3.1.1). Without a readable state, a sync makes one (and sees the new letters as
+    /// changes, which is the same outcome). The caller holds the lock.
+    fn note_flag_changes(&self, out: Vec<(FlagChange, bool)>) -> Result<Vec<FlagChange>> {
+        let renamed: Vec<(Uid, &str)> = out
+            .iter()
+            .filter_map(|(c, renamed)| match c {
+                FlagChange::Done(m) if *renamed => Some((m.uid, info_of(m))),
+                _ => None,
+            })
+            .collect();
+        if renamed.is_empty() {
+            return Ok(out.into_iter().map(|(c, _)| c).collect());
+        }
+        let modseqs: HashMap<Uid, u64> = match modseq::read(&self.dir)? {
+            Some(mut st) => {
+                let n = st.note_flags(&renamed);
+                modseq::save(&self.dir, &st)?;
+                renamed.iter().map(|(u, _)| (*u, n)).collect()
+            }
+            None => {
+                let s = self.sync_locked(&mut |_, _| {})?;
+                s.messages.iter().map(|m| (m.uid, m.modseq)).collect()
+            }
+        };
+        Ok(out
+            .into_iter()
+            .map(|(c, renamed)| match c {
+                FlagChange::Done(mut m) if renamed => {
+                    m.modseq = modseqs.get(&m.uid).copied().unwrap_or(m.modseq);
+                    FlagChange::Done(m)
+                }
+                c => c,
+            })
+            .collect())
+    }
+
+    /// The UIDs expunged from this folder after mod-sequence `since`, for QRESYNC's
+    /// VANISHED (EARLIER) (RFC 7162 §3.2.5). `None` when `since` is older than what is
+    /// remembered (or nothing is): every UID below UIDNEXT not present may have gone.
+    pub fn expunged_since(&self, since: u64) -> Result<Option<Vec<Uid>>> {
+        Ok(modseq::read(&self.dir)?.and_then(|st| st.expunged_since(since)))
     }
 
     /// Remembers the CRLF sizes of messages whose names have no `,W=` in the UID list's `W`
@@ -608,6 +712,8 @@ impl Folder {
         sync_dir(&self.dir.join("new"))?;
         s.list.records.retain(|r| !gone.contains(&r.uid));
         self.save_list(&s.list)?;
+        s.modseq.note_expunged(&gone);
+        modseq::save(&self.dir, &s.modseq)?;
         Ok(gone)
     }
 
@@ -678,6 +784,8 @@ impl Folder {
         sync_dir(&self.dir.join("new"))?;
         s.list.records.retain(|r| !gone.contains(&r.uid));
         self.save_list(&s.list)?;
+        s.modseq.note_expunged(&gone);
+        modseq::save(&self.dir, &s.modseq)?;
         Ok(pairs)
     }
 
@@ -811,9 +919,11 @@ impl Folder {
     /// The sync proper; the caller holds the lock. New files are numbered in delivery order:
     /// by the seconds, microseconds and delivery counter in their names, then by name.
     fn sync_locked(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Synced> {
-        let existing = uidlist::read(&self.dir)?;
+        let existing = uidlist::read_repairing(&self.dir)?;
         let is_new_list = existing.is_none();
-        let mut list = existing.unwrap_or_else(UidList::fresh);
+        // A damaged list was repaired in memory (and logged): write it back below.
+        let repaired = existing.as_ref().is_some_and(|(_, r)| *r);
+        let mut list = existing.map_or_else(UidList::fresh, |(l, _)| l);
         let keywords = self.read_keywords()?;
 
         let mut files = index(self.scan()?, progress);
@@ -832,7 +942,14 @@ impl Folder {
 
         let before = list.records.len();
         list.records.retain(|r| files.contains_key(&r.basename));
-        let mut changed = is_new_list || list.records.len() != before;
+        if list.records.len() != before {
+            tracing::info!(
+                "mailstore event=uids-retired path={} count={} reason=\"files gone\"",
+                self.dir.display(),
+                before - list.records.len()
+            );
+        }
+        let mut changed = is_new_list || repaired || list.records.len() != before;
         let known: BTreeSet<&str> = list.records.iter().map(|r| r.basename.as_str()).collect();
         let mut fresh: Vec<&String> = files
             .keys()
@@ -841,18 +958,28 @@ impl Folder {
         fresh.sort_by(|a, b| delivery_order(a).cmp(&delivery_order(b)).then(a.cmp(b)));
         let fresh: Vec<String> = fresh.into_iter().cloned().collect();
         for b in fresh {
-            if list.assign(b).is_none() {
-                return Err(StoreError::Corrupt {
-                    path: self.dir.join(uidlist::UIDLIST),
-                    why: "UIDs used up".into(),
-                });
+            if list.assign(b.clone()).is_none() {
+                // RFC 3501 §2.3.1.1: with the UIDs used up, a new UIDVALIDITY is unavoidable.
+                list.renumber();
+                tracing::warn!(
+                    "mailstore event=uidlist-renumbered path={} uidvalidity={} \
+                     reason=\"UIDs used up\"",
+                    self.dir.join(uidlist::UIDLIST).display(),
+                    list.uid_validity.0
+                );
+                if list.assign(b).is_none() {
+                    return Err(StoreError::Corrupt {
+                        path: self.dir.join(uidlist::UIDLIST),
+                        why: "UIDs used up".into(),
+                    });
+                }
             }
             changed = true;
         }
         if changed {
             self.save_list(&list)?;
         }
-        let messages = list
+        let mut messages: Vec<MessageInfo> = list
             .records
             .iter()
             .filter_map(|r| {
@@ -866,15 +993,47 @@ impl Folder {
                     flags: Flags::from_info(letters, &keywords),
                     size: crate::size_from_name(name),
                     vsize: crate::vsize_from_name(name).or_else(|| r.vsize()),
+                    modseq: 0,
                 })
             })
             .collect();
+        let modseq = self.sync_modseq(&list, &mut messages)?;
         Ok(Synced {
             list,
             keywords,
             messages,
+            modseq,
         })
     }
+}
+
+impl Folder {
+    /// Loads the mod-sequence state for what a sync found, notes what changed since (new
+    /// UIDs, letters changed by another program, UIDs gone), writes it back if anything did,
+    /// and fills in each message's mod-sequence. The caller holds the lock.
+    fn sync_modseq(&self, list: &UidList, messages: &mut [MessageInfo]) -> Result<ModSeqState> {
+        let current: Vec<(Uid, &str)> = messages.iter().map(|m| (m.uid, info_of(m))).collect();
+        let (mut st, mut dirty) = modseq::load(&self.dir, list.uid_validity, &current)?;
+        dirty |= st.reconcile(&current);
+        if dirty {
+            modseq::save(&self.dir, &st)?;
+        }
+        for m in messages.iter_mut() {
+            m.modseq = st.modseq_of(m.uid);
+        }
+        Ok(st)
+    }
+}
+
+/// What became of one message of [`Folder::set_flags_checked`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlagChange {
+    /// The message as it is now (with its new mod-sequence if its flags changed).
+    Done(MessageInfo),
+    /// Expunged meanwhile.
+    Gone,
+    /// Changed after the UNCHANGEDSINCE mod-sequence: left alone; as it is now.
+    Modified(MessageInfo),
 }
 
 /// Basename → (in `new/`, file name), reporting progress per file. A name in both `new/`
@@ -899,7 +1058,17 @@ fn state(s: Synced) -> FolderState {
     FolderState {
         uid_validity: s.list.uid_validity,
         uid_next: s.list.next_uid,
+        highest_modseq: s.modseq.highest,
         messages: s.messages,
+    }
+}
+
+/// The `:2,` letters of a message as the mod-sequence state keys them (none while in `new/`).
+fn info_of(m: &MessageInfo) -> &str {
+    if m.in_new {
+        ""
+    } else {
+        split_info(&m.file_name).1
     }
 }
 

@@ -18,8 +18,11 @@
 //!   `O_EXCL`, removed when done; one older than [`STALE_AFTER`] is taken to be left by a
 //!   crash and broken), and only replaced whole: temp file, fsync, rename, fsync directory.
 //! - UIDs only grow: `N` is never lowered, a UID is never given twice, a removed message's UID
-//!   is never reused. UIDVALIDITY is set once, when the file is first made.
+//!   is never reused. UIDVALIDITY is set once, when the file is first made — and changed
+//!   (to a greater one) only when that is unavoidable: a header that cannot be read, or the
+//!   UIDs used up. Other damage is repaired keeping it ([`UidList::parse_repairing`]).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -96,18 +99,34 @@ impl UidList {
         }
     }
 
-    /// Parses the file's text. A header we cannot read is an error (guessing would change
-    /// UIDVALIDITY behind the clients' backs); a bad record line is skipped — its message
-    /// then gets a new UID, which is safe — and so is a repeated UID or basename.
+    /// Parses the file's text strictly: a header we cannot read is an error. Bad record
+    /// lines are left out as [`UidList::parse_repairing`] leaves them out.
     pub fn parse(text: &str, path: &Path) -> Result<UidList> {
-        let corrupt = |why: &str| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            why: why.to_string(),
-        };
-        let mut lines = text.lines();
-        let header = lines.next().ok_or_else(|| corrupt("empty"))?;
-        let mut fields = header.split_ascii_whitespace();
-        let version = fields.next().ok_or_else(|| corrupt("no version"))?;
+        let parsed = UidList::parse_repairing(text);
+        match parsed.header_problem {
+            Some(why) => Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                why,
+            }),
+            None => Ok(parsed.list),
+        }
+    }
+
+    /// Parses the file's text, repairing what it can (issue 11: a damaged list never makes
+    /// a folder unusable, and never loses a message — a message whose record is left out
+    /// is still on disk and gets a new UID at the next sync):
+    /// - a header we cannot read (no version, no readable `V`, or cut short — the header
+    ///   line has no newline, so `N` may be cut too) makes a fresh UIDVALIDITY: the old one
+    ///   is unknown, and without it no UID can be trusted (RFC 3501 §2.3.1.1). The records
+    ///   still readable keep their UIDs under the new UIDVALIDITY (harmless: clients resync);
+    /// - an unknown version (a newer Dovecot) is read as version 3 when its `V` is readable;
+    /// - a line that does not parse, has UID 0, or shares its UID or its basename with
+    ///   another line is left out — both lines of a pair, since which one clients saw is
+    ///   unknown, and a UID must never name a different message (their files get new UIDs);
+    /// - `N` at or below a record's UID is raised: no UID is ever handed out twice (this is
+    ///   no damage, and is not reported: see below).
+    pub fn parse_repairing(text: &str) -> Parsed {
+        let mut problems = Vec::new();
         let mut list = UidList {
             uid_validity: UidValidity(0),
             next_uid: Uid(1),
@@ -115,57 +134,69 @@ impl UidList {
             other_header: Vec::new(),
             records: Vec::new(),
         };
-        match version {
-            "1" => {
-                let v = fields.next().and_then(|v| v.parse().ok());
-                let n = fields.next().and_then(|n| n.parse().ok());
-                list.uid_validity = UidValidity(v.ok_or_else(|| corrupt("bad v1 header"))?);
-                list.next_uid = Uid(n.ok_or_else(|| corrupt("bad v1 header"))?);
-            }
-            "3" => {
-                for f in fields {
-                    if let Some(v) = f.strip_prefix('V') {
-                        list.uid_validity =
-                            UidValidity(v.parse().map_err(|_| corrupt("bad V field"))?);
-                    } else if let Some(n) = f.strip_prefix('N') {
-                        list.next_uid = Uid(n.parse().map_err(|_| corrupt("bad N field"))?);
-                    } else if let Some(g) = f.strip_prefix('G') {
-                        list.guid = g.to_string();
-                    } else {
-                        list.other_header.push(f.to_string());
-                    }
-                }
-            }
-            _ => return Err(corrupt("unsupported version")),
-        }
-        if list.uid_validity.0 == 0 {
-            return Err(corrupt("no UIDVALIDITY"));
+        let (header, body) = match text.split_once('\n') {
+            Some((h, b)) => (h, b),
+            None => (text, ""),
+        };
+        let header_problem = read_header(header, &mut list, &mut problems)
+            .err()
+            .or_else(|| (!text.contains('\n')).then(|| "header line cut short".to_string()));
+        let v1 = header.split_ascii_whitespace().next() == Some("1");
+        if header_problem.is_some() {
+            list.uid_validity = UidList::fresh().uid_validity;
+            list.next_uid = Uid(1);
+            list.other_header.clear();
         }
         if list.guid.is_empty() {
             list.guid = new_guid();
         }
-        let mut seen_uids = std::collections::HashSet::new();
-        let mut seen_names = std::collections::HashSet::new();
-        for line in lines {
-            let Some(rec) = parse_record(line, version == "1") else {
-                continue;
-            };
-            if rec.uid.0 == 0
-                || !seen_uids.insert(rec.uid)
-                || !seen_names.insert(rec.basename.clone())
-            {
+        let mut by_uid: HashMap<Uid, usize> = HashMap::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let mut all: Vec<Option<Record>> = Vec::new();
+        let cut = !body.is_empty() && !body.ends_with('\n');
+        for (i, line) in body.lines().enumerate() {
+            if line.trim().is_empty() {
                 continue;
             }
-            list.records.push(rec);
+            let rec = match parse_record(line, v1) {
+                Some(r) if r.uid.0 != 0 => r,
+                _ => {
+                    problems.push(format!("unreadable record on line {}", i + 2));
+                    continue;
+                }
+            };
+            let idx = all.len();
+            let dup_uid = by_uid.insert(rec.uid, idx);
+            let dup_name = by_name.insert(rec.basename.clone(), idx);
+            for (j, what) in [
+                (dup_uid, format!("UID {} given twice", rec.uid.0)),
+                (dup_name, format!("{} listed twice", rec.basename)),
+            ] {
+                if let Some(slot) = j.and_then(|j| all.get_mut(j)) {
+                    problems.push(what);
+                    *slot = None;
+                }
+            }
+            all.push((dup_uid.is_none() && dup_name.is_none()).then_some(rec));
         }
+        if cut {
+            problems.push("last line cut short".to_string());
+        }
+        list.records = all.into_iter().flatten().collect();
         list.records.sort_by_key(|r| r.uid);
-        // Never hand out a UID that a record already has, whatever N says.
+        // Never hand out a UID that a record already has, whatever N says. Not damage:
+        // Dovecot appends records without rewriting the header (its index holds the real
+        // next UID), so a file it wrote often says `N1` above fifty records.
         if let Some(last) = list.records.last() {
             if list.next_uid <= last.uid {
                 list.next_uid = Uid(last.uid.0.saturating_add(1));
             }
         }
-        Ok(list)
+        Parsed {
+            list,
+            header_problem,
+            problems,
+        }
     }
 
     /// The file's text, version 3.
@@ -192,6 +223,20 @@ impl UidList {
         out
     }
 
+    /// Numbers the records 1, 2, … under a new UIDVALIDITY greater than the old one (RFC 3501
+    /// §2.3.1.1): the way on when the UIDs are used up, since none may be given twice.
+    pub fn renumber(&mut self) {
+        let clock = UidList::fresh().uid_validity.0;
+        let next = self.uid_validity.0.checked_add(1).unwrap_or(1);
+        self.uid_validity = UidValidity(clock.max(next));
+        let mut uid = 1;
+        for r in &mut self.records {
+            r.uid = Uid(uid);
+            uid += 1;
+        }
+        self.next_uid = Uid(uid);
+    }
+
     /// Gives `basename` the next UID. `None` when the UID space is used up (2^32-1).
     pub fn assign(&mut self, basename: String) -> Option<Uid> {
         let uid = self.next_uid;
@@ -206,6 +251,67 @@ impl UidList {
         });
         Some(uid)
     }
+}
+
+/// What [`UidList::parse_repairing`] made of a file.
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    pub list: UidList,
+    /// Why the header could not be read; then `list` has a fresh UIDVALIDITY.
+    pub header_problem: Option<String>,
+    /// Other damage repaired in `list` (lines left out, `N` raised), for the log.
+    pub problems: Vec<String>,
+}
+
+impl Parsed {
+    /// True when the file on disk differs from `list` in a way worth rewriting it for.
+    pub fn repaired(&self) -> bool {
+        self.header_problem.is_some() || !self.problems.is_empty()
+    }
+}
+
+/// Reads the header line into `list` (`V`, `N`, `G`, other fields); an error says why it
+/// cannot be trusted. Version 1 is `1 <uidvalidity> <nextuid>`; 3 and any newer version
+/// (noted in `problems`) are fields in any order.
+fn read_header(
+    header: &str,
+    list: &mut UidList,
+    problems: &mut Vec<String>,
+) -> std::result::Result<(), String> {
+    let mut fields = header.trim_end_matches('\r').split_ascii_whitespace();
+    let version = fields.next().ok_or("empty")?;
+    match version {
+        "1" => {
+            let v = fields.next().and_then(|v| v.parse().ok());
+            let n = fields.next().and_then(|n| n.parse().ok());
+            list.uid_validity = UidValidity(v.ok_or("bad v1 header")?);
+            list.next_uid = Uid(n.ok_or("bad v1 header")?);
+        }
+        v if v.parse::<u32>().is_ok() => {
+            if v != "3" {
+                problems.push(format!("unknown version {v}, read as version 3"));
+            }
+            for f in fields {
+                if let Some(v) = f.strip_prefix('V') {
+                    list.uid_validity = UidValidity(v.parse().map_err(|_| "bad V field")?);
+                } else if let Some(n) = f.strip_prefix('N') {
+                    list.next_uid = Uid(n.parse().map_err(|_| "bad N field")?);
+                } else if let Some(g) = f.strip_prefix('G') {
+                    list.guid = g.to_string();
+                } else {
+                    list.other_header.push(f.to_string());
+                }
+            }
+        }
+        _ => return Err("no version number".to_string()),
+    }
+    if list.uid_validity.0 == 0 {
+        return Err("no UIDVALIDITY".to_string());
+    }
+    if list.next_uid.0 == 0 {
+        list.next_uid = Uid(1);
+    }
+    Ok(())
 }
 
 fn parse_record(line: &str, v1: bool) -> Option<Record> {
@@ -255,17 +361,60 @@ fn new_guid() -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads `dir/dovecot-uidlist`; `None` if there is none yet.
+/// Reads `dir/dovecot-uidlist`; `None` if there is none yet. A damaged file is repaired
+/// in memory as [`read_repairing`] does (and logged there).
 pub fn read(dir: &Path) -> Result<Option<UidList>> {
+    Ok(read_repairing(dir)?.map(|(list, _)| list))
+}
+
+/// Reads `dir/dovecot-uidlist` with [`UidList::parse_repairing`]; the flag says the file
+/// was damaged and should be rewritten (the caller holds the lock). Each repair is logged
+/// once, with the path: the rewrite makes the next read clean.
+pub fn read_repairing(dir: &Path) -> Result<Option<(UidList, bool)>> {
     let path = dir.join(UIDLIST);
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            UidList::parse(&text, &path).map(Some)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_at(&path)(e)),
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at(&path)(e)),
+    };
+    let parsed = UidList::parse_repairing(&String::from_utf8_lossy(&bytes));
+    if let Some(why) = &parsed.header_problem {
+        tracing::warn!(
+            "mailstore event=uidlist-rebuilt path={} reason=\"{why}\" uidvalidity={} \
+             kept={} note=\"header unreadable: new UIDVALIDITY, clients will resync\"",
+            path.display(),
+            parsed.list.uid_validity.0,
+            parsed.list.records.len(),
+        );
     }
+    if !parsed.problems.is_empty() {
+        tracing::warn!(
+            "mailstore event=uidlist-repaired path={} uidvalidity={} next_uid={} kept={} \
+             problems=\"{}\"",
+            path.display(),
+            parsed.list.uid_validity.0,
+            parsed.list.next_uid.0,
+            parsed.list.records.len(),
+            summary(&parsed.problems),
+        );
+    }
+    let repaired = parsed.repaired();
+    Ok(Some((parsed.list, repaired)))
+}
+
+/// The first few problems, and how many more: one bounded log line for any file.
+fn summary(problems: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut out = problems
+        .iter()
+        .take(SHOWN)
+        .map(|p| p.replace('"', "'"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > SHOWN {
+        out.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    out
 }
 
 /// Replaces `dir/name` with `bytes` durably: a temp file in the same directory, fsync,
