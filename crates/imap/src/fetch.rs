@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::io::Read;
+use std::sync::Arc;
 
 use ownmail_imap_proto::{
     Code, Data, FetchAttr, FetchValue, Partial, Section, SectionText, SequenceSet,
@@ -311,10 +312,15 @@ pub(crate) fn fetch(
                             m.vsize = Some(b.len() as u64);
                             learnt.push((m.uid, b.len() as u64));
                         }
-                        if let Some(slot) = sel.msgs.get_mut(i) {
-                            slot.file_name.clone_from(&m.file_name);
-                            slot.in_new = m.in_new;
-                            slot.vsize = m.vsize;
+                        let stale = sel.msgs.get(i).is_some_and(|x| {
+                            x.file_name != m.file_name || x.in_new != m.in_new || x.vsize != m.vsize
+                        });
+                        if stale {
+                            if let Some(slot) = Arc::make_mut(&mut sel.msgs).get_mut(i) {
+                                slot.file_name.clone_from(&m.file_name);
+                                slot.in_new = m.in_new;
+                                slot.vsize = m.vsize;
+                            }
                         }
                         Some(b)
                     }
@@ -372,7 +378,7 @@ pub(crate) fn fetch(
                 let (Some(u), Some((i, m, _))) = (u, answers.get_mut(k)) else {
                     continue;
                 };
-                if let Some(slot) = sel.msgs.get_mut(*i) {
+                if let Some(slot) = Arc::make_mut(&mut sel.msgs).get_mut(*i) {
                     *slot = u.clone();
                 }
                 *m = u;

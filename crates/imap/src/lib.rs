@@ -40,6 +40,7 @@ mod qresync;
 mod search;
 mod select;
 mod session;
+mod snapshot;
 mod store;
 mod watch;
 

@@ -54,7 +54,8 @@ pub(crate) fn select(
         Ok(f) => f,
         Err(e) => return store_error(e),
     };
-    let state = match folder.sync() {
+    // Shared with the other sessions that have this folder selected, while nobody changes it.
+    let state = match crate::snapshot::current(&folder) {
         Ok(st) => st,
         Err(e) => return store_error(e),
     };
@@ -79,8 +80,8 @@ pub(crate) fn select(
             untagged(s, Code::Unseen(first), "First unseen");
         }
     }
-    untagged(s, Code::UidValidity(state.uid_validity.0), "UIDs valid");
-    untagged(s, Code::UidNext(state.uid_next.0), "Predicted next UID");
+    untagged(s, Code::UidValidity(state.uid_validity), "UIDs valid");
+    untagged(s, Code::UidNext(state.uid_next), "Predicted next UID");
     let permanent = if read_only { Vec::new() } else { flags };
     untagged(
         s,
@@ -104,13 +105,13 @@ pub(crate) fn select(
         ..
     }) = resync
     {
-        if *uid_validity == state.uid_validity.0 {
+        if *uid_validity == state.uid_validity {
             let largest = state.messages.last().map_or(0, |m| m.uid.0);
             if let Some(uids) = crate::qresync::vanished(
                 &folder,
                 *modseq,
                 &state.messages,
-                state.uid_next.0,
+                state.uid_next,
                 known_uids.as_ref(),
             ) {
                 s.data(Data::Vanished {
@@ -131,7 +132,7 @@ pub(crate) fn select(
     s.selected = Some(Selected {
         folder,
         read_only,
-        uid_next: state.uid_next.0,
+        uid_next: state.uid_next,
         msgs: state.messages,
     });
     if read_only {

@@ -82,7 +82,9 @@ pub(crate) struct Selected {
     pub folder: Folder,
     pub read_only: bool,
     pub uid_next: u32,
-    pub msgs: Vec<MessageInfo>,
+    /// Shared with other sessions until this one changes it (see [`crate::snapshot`]):
+    /// write through `Arc::make_mut`.
+    pub msgs: Arc<Vec<MessageInfo>>,
 }
 
 /// Runs `f`, which does file system work, without holding up the other sessions of this
@@ -606,67 +608,95 @@ impl Session {
         let Some(sel) = self.selected.as_mut() else {
             return;
         };
-        let Ok(state) = sel.folder.sync() else {
+        let Ok(snap) = crate::snapshot::current(&sel.folder) else {
             return;
         };
+        sel.uid_next = snap.uid_next;
+        if Arc::ptr_eq(&snap.messages, &sel.msgs) {
+            return; // the very state this session shows: nothing changed
+        }
+        let now = &snap.messages;
+        let present: HashSet<u32> = now.iter().map(|m| m.uid.0).collect();
+        let gone: Vec<usize> = sel
+            .msgs
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !present.contains(&m.uid.0))
+            .map(|(i, _)| i)
+            .collect();
         let mut out = Vec::new();
-        if expunge_ok {
-            let present: HashSet<u32> = state.messages.iter().map(|m| m.uid.0).collect();
-            let mut vanished = Vec::new();
-            let mut i = 0;
-            while i < sel.msgs.len() {
-                let gone = sel.msgs.get(i).is_some_and(|m| !present.contains(&m.uid.0));
-                if gone {
-                    let m = sel.msgs.remove(i);
-                    if self.qresync {
-                        vanished.push(m.uid.0);
-                    } else {
-                        out.push(Data::Expunge(u32::try_from(i + 1).unwrap_or(u32::MAX)));
-                    }
-                } else {
-                    i += 1;
+        let told_gone = expunge_ok && !gone.is_empty();
+        if told_gone {
+            if self.qresync {
+                // RFC 7162 §3.2.10: with QRESYNC on, expunges are told by UID, all in one.
+                let uids: Vec<u32> = gone
+                    .iter()
+                    .filter_map(|&i| sel.msgs.get(i).map(|m| m.uid.0))
+                    .collect();
+                if let Some(uids) = SequenceSet::from_numbers(&uids) {
+                    out.push(Data::Vanished {
+                        earlier: false,
+                        uids,
+                    });
                 }
-            }
-            // RFC 7162 §3.2.10: with QRESYNC on, expunges are told by UID, all in one.
-            if let Some(uids) = SequenceSet::from_numbers(&vanished) {
-                out.push(Data::Vanished {
-                    earlier: false,
-                    uids,
-                });
+            } else {
+                // Each EXPUNGE renumbers the messages after it (RFC 9051 §7.5.1).
+                for (k, &i) in gone.iter().enumerate() {
+                    out.push(Data::Expunge(u32::try_from(i + 1 - k).unwrap_or(u32::MAX)));
+                }
             }
         }
+        // Flag changes, numbered as the client sees them after the expunges above.
         let last = sel.msgs.last().map_or(0, |m| m.uid.0);
-        let mut added = false;
-        for m in state.messages {
+        let mut added = 0usize;
+        for m in now.iter() {
             match sel.msgs.binary_search_by_key(&m.uid.0, |x| x.uid.0) {
                 Ok(pos) => {
-                    if let Some(old) = sel.msgs.get_mut(pos) {
-                        if old.flags != m.flags {
-                            let mut items = vec![
-                                FetchValue::Flags(message::to_imap_flags(&m.flags)),
-                                FetchValue::Uid(m.uid.0),
-                            ];
-                            // RFC 7162 §3.1.4: with CONDSTORE on, flag updates carry MODSEQ.
-                            if self.condstore {
-                                items.push(FetchValue::ModSeq(m.modseq));
-                            }
-                            out.push(Data::Fetch {
-                                seq: u32::try_from(pos + 1).unwrap_or(u32::MAX),
-                                items,
-                            });
+                    let changed = sel.msgs.get(pos).is_some_and(|old| old.flags != m.flags);
+                    if changed {
+                        let before = if told_gone {
+                            gone.partition_point(|&g| g < pos)
+                        } else {
+                            0
+                        };
+                        let mut items = vec![
+                            FetchValue::Flags(message::to_imap_flags(&m.flags)),
+                            FetchValue::Uid(m.uid.0),
+                        ];
+                        // RFC 7162 §3.1.4: with CONDSTORE on, flag updates carry MODSEQ.
+                        if self.condstore {
+                            items.push(FetchValue::ModSeq(m.modseq));
                         }
-                        *old = m;
+                        out.push(Data::Fetch {
+                            seq: u32::try_from(pos + 1 - before).unwrap_or(u32::MAX),
+                            items,
+                        });
                     }
                 }
-                Err(_) if m.uid.0 > last => {
-                    sel.msgs.push(m);
-                    added = true;
-                }
+                Err(_) if m.uid.0 > last => added += 1,
                 Err(_) => {}
             }
         }
-        sel.uid_next = state.uid_next.0;
-        if added {
+        if gone.is_empty() || expunge_ok {
+            // The client's view is now exactly the folder's: share it.
+            sel.msgs = snap.messages.clone();
+        } else {
+            // Messages expunged meanwhile stay in view until an EXPUNGE may be sent
+            // (RFC 3501 §7.4.1): this session's own list, updated in place.
+            let mut mine: Vec<MessageInfo> = sel
+                .msgs
+                .iter()
+                .map(
+                    |old| match now.binary_search_by_key(&old.uid.0, |x| x.uid.0) {
+                        Ok(p) => now.get(p).cloned().unwrap_or_else(|| old.clone()),
+                        Err(_) => old.clone(),
+                    },
+                )
+                .collect();
+            mine.extend(now.iter().filter(|m| m.uid.0 > last).cloned());
+            sel.msgs = Arc::new(mine);
+        }
+        if added > 0 {
             out.push(Data::Exists(
                 u32::try_from(sel.msgs.len()).unwrap_or(u32::MAX),
             ));

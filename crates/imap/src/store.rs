@@ -1,6 +1,8 @@
 //! STORE and UID STORE (RFC 9051 §6.4.6): FLAGS, +FLAGS, -FLAGS, with .SILENT, and the
 //! CONDSTORE `(UNCHANGEDSINCE n)` modifier with its `[MODIFIED set]` (RFC 7162 §3.1.3).
 
+use std::sync::Arc;
+
 use ownmail_imap_proto::{Code, Data, FetchValue, Flag, SequenceSet, StoreMode};
 use ownmail_mailstore::{FlagChange, MessageInfo};
 
@@ -76,7 +78,7 @@ pub(crate) fn store(s: &mut Session, uid: bool, set: &SequenceSet, args: StoreAr
         for ((i, old, _), u) in changes.into_iter().zip(updated) {
             match u {
                 FlagChange::Done(u) => {
-                    if let Some(slot) = sel.msgs.get_mut(i) {
+                    if let Some(slot) = Arc::make_mut(&mut sel.msgs).get_mut(i) {
                         *slot = u.clone();
                     }
                     let moved = u.modseq != old.modseq;
