@@ -28,7 +28,8 @@ pub(crate) struct Snapshot {
 }
 
 struct Entry {
-    stamp: FolderStamp,
+    /// `None`: synced while the folder was still settling; only a sync may confirm it.
+    stamp: Option<FolderStamp>,
     uid_validity: u32,
     uid_next: u32,
     highest_modseq: u64,
@@ -47,7 +48,7 @@ pub(crate) fn current(folder: &Folder) -> Result<Snapshot, StoreError> {
     let stamp = FolderStamp::take(&dir);
     if let Some(stamp) = stamp {
         if let Ok(c) = cache().lock() {
-            if let Some(e) = c.get(&dir).filter(|e| e.stamp == stamp) {
+            if let Some(e) = c.get(&dir).filter(|e| e.stamp == Some(stamp)) {
                 if let Some(messages) = e.messages.upgrade() {
                     return Ok(Snapshot {
                         uid_validity: e.uid_validity,
@@ -60,15 +61,24 @@ pub(crate) fn current(folder: &Folder) -> Result<Snapshot, StoreError> {
         }
     }
     let state = folder.sync()?;
+    // A sync that found what another session already holds shares that list (the stamp may
+    // be unsettled, or moved without a change that matters): same memory, same pointer, so
+    // that session's next refresh has nothing to compare.
+    let held = cache()
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&dir).and_then(|e| e.messages.upgrade()))
+        .filter(|m| **m == state.messages);
     let snap = Snapshot {
         uid_validity: state.uid_validity.0,
         uid_next: state.uid_next.0,
         highest_modseq: state.highest_modseq,
-        messages: Arc::new(state.messages),
+        messages: held.unwrap_or_else(|| Arc::new(state.messages)),
     };
     // The stamp was taken before the sync: a change made meanwhile moves it, so the next
-    // caller syncs again rather than trusting a state that missed the change.
-    if let (Some(stamp), Ok(mut c)) = (stamp, cache().lock()) {
+    // caller syncs again rather than trusting a state that missed the change. Without a
+    // trusted stamp the entry is still kept, for sharing, but never matched without a sync.
+    if let Ok(mut c) = cache().lock() {
         c.retain(|_, e| e.messages.strong_count() > 0);
         c.insert(
             dir,
@@ -118,6 +128,13 @@ mod tests {
         let c = current(&inbox).expect("c");
         assert_eq!(c.messages.len(), 2);
         assert!(!Arc::ptr_eq(&a.messages, &c.messages));
+        // An unsettled folder is synced every time, but an unchanged result is shared.
+        let d = current(&inbox).expect("d");
+        assert!(
+            Arc::ptr_eq(&c.messages, &d.messages),
+            "unchanged sync not shared"
+        );
+        drop(d);
         // Dropped by every holder: the cache does not keep it alive.
         let weak = Arc::downgrade(&c.messages);
         drop((a, b, c));
