@@ -15,6 +15,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Folders whose last state is kept after every session let go of it, and for how long.
+const KEEP_FOLDERS: usize = 8;
+const KEEP_FOR: Duration = Duration::from_secs(300);
 
 use ownmail_mailstore::{Folder, FolderStamp, MessageInfo, StoreError};
 
@@ -30,6 +35,10 @@ pub(crate) struct Snapshot {
 struct Entry {
     /// `None`: synced while the folder was still settling; only a sync may confirm it.
     stamp: Option<FolderStamp>,
+    /// The list itself, kept for a while after the last session let go of it, so that
+    /// the next SELECT of an unchanged folder (a client reconnecting) needs no scan.
+    keep: Option<Arc<Vec<MessageInfo>>>,
+    used: Instant,
     uid_validity: u32,
     uid_next: u32,
     highest_modseq: u64,
@@ -41,14 +50,40 @@ fn cache() -> &'static Mutex<HashMap<PathBuf, Entry>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// Lets go of kept lists idle for [`KEEP_FOR`] or beyond the [`KEEP_FOLDERS`] most recently
+/// used, and of entries nobody holds any more.
+fn trim(c: &mut HashMap<PathBuf, Entry>) {
+    for e in c.values_mut() {
+        if e.used.elapsed() > KEEP_FOR {
+            e.keep = None;
+        }
+    }
+    let mut kept: Vec<(Instant, PathBuf)> = c
+        .iter()
+        .filter(|(_, e)| e.keep.is_some())
+        .map(|(p, e)| (e.used, p.clone()))
+        .collect();
+    if kept.len() > KEEP_FOLDERS {
+        kept.sort();
+        let excess = kept.len() - KEEP_FOLDERS;
+        for (_, p) in kept.into_iter().take(excess) {
+            if let Some(e) = c.get_mut(&p) {
+                e.keep = None;
+            }
+        }
+    }
+    c.retain(|_, e| e.messages.strong_count() > 0);
+}
+
 /// The folder as it is now: the cached state when its stamp has not moved (and some session
 /// still holds it), else a fresh sync, cached for the next caller when the stamp is settled.
 pub(crate) fn current(folder: &Folder) -> Result<Snapshot, StoreError> {
     let dir = folder.path().to_path_buf();
     let stamp = FolderStamp::take(&dir);
     if let Some(stamp) = stamp {
-        if let Ok(c) = cache().lock() {
-            if let Some(e) = c.get(&dir).filter(|e| e.stamp == Some(stamp)) {
+        if let Ok(mut c) = cache().lock() {
+            if let Some(e) = c.get_mut(&dir).filter(|e| e.stamp == Some(stamp)) {
+                e.used = Instant::now();
                 if let Some(messages) = e.messages.upgrade() {
                     return Ok(Snapshot {
                         uid_validity: e.uid_validity,
@@ -79,17 +114,19 @@ pub(crate) fn current(folder: &Folder) -> Result<Snapshot, StoreError> {
     // caller syncs again rather than trusting a state that missed the change. Without a
     // trusted stamp the entry is still kept, for sharing, but never matched without a sync.
     if let Ok(mut c) = cache().lock() {
-        c.retain(|_, e| e.messages.strong_count() > 0);
         c.insert(
             dir,
             Entry {
                 stamp,
+                keep: Some(snap.messages.clone()),
+                used: Instant::now(),
                 uid_validity: snap.uid_validity,
                 uid_next: snap.uid_next,
                 highest_modseq: snap.highest_modseq,
                 messages: Arc::downgrade(&snap.messages),
             },
         );
+        trim(&mut c);
     }
     Ok(snap)
 }
@@ -135,9 +172,20 @@ mod tests {
             "unchanged sync not shared"
         );
         drop(d);
-        // Dropped by every holder: the cache does not keep it alive.
+        // Dropped by every session: kept for the next SELECT, for a while, then let go.
         let weak = Arc::downgrade(&c.messages);
         drop((a, b, c));
-        assert!(weak.upgrade().is_none());
+        assert!(
+            weak.upgrade().is_some(),
+            "the last state is kept for a reconnect"
+        );
+        if let Ok(mut c) = cache().lock() {
+            let long_ago = Instant::now().checked_sub(KEEP_FOR + Duration::from_secs(1));
+            for e in c.values_mut() {
+                e.used = long_ago.unwrap_or(e.used);
+            }
+            trim(&mut c);
+        }
+        assert!(weak.upgrade().is_none(), "kept beyond KEEP_FOR");
     }
 }
