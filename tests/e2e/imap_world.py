@@ -807,3 +807,37 @@ def imap_world(kind, ownmail):
             yield world
         finally:
             world.stop()
+
+
+# mbsync (isync 1.4) against the world's IMAP server: a local Maildir <-> the account.
+MBSYNCRC = """\
+IMAPAccount om
+Host {host}
+Port {port}
+User {user}
+Pass "{password}"
+SSLType IMAPS
+CertificateFile {ca}
+AuthMechs LOGIN
+Timeout 20
+
+IMAPStore om-remote
+Account om
+
+MaildirStore om-local
+Path {local}/
+Inbox {local}/INBOX
+SubFolders Verbatim
+
+Channel om
+Far :om-remote:
+Near :om-local:
+Patterns *
+Create Both
+Expunge None
+SyncState *
+Sync All
+"""
+
+# Lines of `mbsync -Dn` that move mail or flags: a second run must have none.
+_TRANSFER_RX = re.compile(r"^>>> \d+ (APPEND|UID STORE|STORE|UID FETCH \S+ \(.*BODY)", re.M)

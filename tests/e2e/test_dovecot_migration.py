@@ -47,6 +47,8 @@ from conftest import (
     world_tmpdir,
 )
 from imap_world import (
+    MBSYNCRC,
+    _TRANSFER_RX,
     IMAP_HOST,
     IMAP_LINES,
     IMAPS_PORT,
@@ -63,36 +65,7 @@ from imap_world import (
 RCPT = "m@example.org"
 SENDER = "alice@client.test"
 N_MESSAGES = 50
-_TRANSFER_RX = re.compile(r"^>>> \d+ (APPEND|UID STORE|STORE|UID FETCH \S+ \(.*BODY)", re.M)
 
-MBSYNCRC = """\
-IMAPAccount om
-Host {host}
-Port {port}
-User {user}
-Pass "{password}"
-SSLType IMAPS
-CertificateFile {ca}
-AuthMechs LOGIN
-Timeout 20
-
-IMAPStore om-remote
-Account om
-
-MaildirStore om-local
-Path {local}/
-Inbox {local}/INBOX
-SubFolders Verbatim
-
-Channel om
-Far :om-remote:
-Near :om-local:
-Patterns *
-Create Both
-Expunge None
-SyncState *
-Sync All
-"""
 
 
 class DovecotWithLmtp(Dovecot):

@@ -23,6 +23,8 @@ import pytest
 
 from conftest import lf
 from imap_world import (
+    MBSYNCRC,
+    _TRANSFER_RX,
     IMAP_HOST,
     IMAPS_PORT,
     KINDS,
@@ -457,36 +459,7 @@ def test_idle_reports_new_mail_within_two_seconds_of_delivery(world):
 # =========================================================================== mbsync
 
 
-MBSYNCRC = """\
-IMAPAccount om
-Host {host}
-Port {port}
-User {user}
-Pass "{password}"
-SSLType IMAPS
-CertificateFile {ca}
-AuthMechs LOGIN
-Timeout 20
 
-IMAPStore om-remote
-Account om
-
-MaildirStore om-local
-Path {local}/
-Inbox {local}/INBOX
-SubFolders Verbatim
-
-Channel om
-Far :om-remote:
-Near :om-local:
-Patterns *
-Create Both
-Expunge None
-SyncState *
-Sync All
-"""
-
-_TRANSFER_RX = re.compile(r"^>>> \d+ (APPEND|UID STORE|UID FETCH \S+ \(.*BODY|STORE)", re.M)
 
 
 def _local_files(local):
