@@ -423,6 +423,8 @@ pub struct DkimSign {
 pub enum SpamVerdict {
     Reject,
     Junk,
+    /// `dnsbl ZONE allow`: a client listed there skips the DNSBL, screen and greylist checks.
+    Allow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -438,8 +440,20 @@ pub enum LimitKey {
     SenderDomain,
 }
 
+/// What a `limit` line counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    Messages,
+    Connections,
+    Recipients,
+}
+
+/// `limit (messages|connections|recipients) N per (minute|hour) per (client|user|sender-domain)`
+/// (connections only per client).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimit {
+    pub what: Counted,
+    /// N: at most this many in the window.
     pub messages: u32,
     pub per: Per,
     pub key: LimitKey,
@@ -457,6 +471,18 @@ pub struct Dnsbl {
 pub struct Greylist {
     pub delay: Duration,
     pub expire: Option<Duration>,
+    /// `allow <t>`: client networks, and sender domains that skip greylisting when SPF passes.
+    pub allow: Option<TableRef>,
+}
+
+/// `screen fcrdns (reject|junk)`, `screen helo (reject|junk)`, `screen pregreet DURATION`:
+/// connection checks of clients that are neither authenticated nor local.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Screen {
+    pub fcrdns: Option<(SpamVerdict, Pos)>,
+    pub helo: Option<(SpamVerdict, Pos)>,
+    /// Wait this long before the greeting; a client that talks first is refused.
+    pub pregreet: Option<(Duration, Pos)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -466,6 +492,7 @@ pub struct AntiSpam {
     pub dnsbl: Vec<Dnsbl>,
     pub greylist: Option<Greylist>,
     pub limits: Vec<RateLimit>,
+    pub screen: Screen,
 }
 
 /// Checks of mail from outside (SPEC §5.7), each with the line that set it:

@@ -6,8 +6,8 @@
 use std::fmt::Write;
 
 use crate::model::{
-    ActionKind, Cond, Config, Expansion, FilterKind, For, From, ImapTls, LimitKey, ListenAuth,
-    ListenOn, ListenTls, Per, RelayTls, SpamVerdict, TableOrValue, TableRef, Verdict,
+    ActionKind, Cond, Config, Counted, Expansion, FilterKind, For, From, ImapTls, LimitKey,
+    ListenAuth, ListenOn, ListenTls, Per, RelayTls, SpamVerdict, TableOrValue, TableRef, Verdict,
 };
 use crate::parser::{format_duration, format_size};
 use crate::table::TableSource;
@@ -266,13 +266,31 @@ pub fn print_modern(c: &Config) -> String {
         let v = match d.verdict {
             SpamVerdict::Reject => "reject",
             SpamVerdict::Junk => "junk",
+            SpamVerdict::Allow => "allow",
         };
         let _ = writeln!(o, "dnsbl {} {v}", q(&d.zone));
+    }
+    let verdict = |v: &SpamVerdict| match v {
+        SpamVerdict::Reject => "reject",
+        SpamVerdict::Junk => "junk",
+        SpamVerdict::Allow => "allow",
+    };
+    if let Some((v, _)) = &a.screen.fcrdns {
+        let _ = writeln!(o, "screen fcrdns {}", verdict(v));
+    }
+    if let Some((v, _)) = &a.screen.helo {
+        let _ = writeln!(o, "screen helo {}", verdict(v));
+    }
+    if let Some((d, _)) = &a.screen.pregreet {
+        let _ = writeln!(o, "screen pregreet {}", format_duration(*d));
     }
     if let Some(g) = &a.greylist {
         let _ = write!(o, "greylist delay {}", format_duration(g.delay));
         if let Some(e) = g.expire {
             let _ = write!(o, " expire {}", format_duration(e));
+        }
+        if let Some(t) = &g.allow {
+            let _ = write!(o, " allow {}", tref(t));
         }
         o.push('\n');
     }
@@ -286,7 +304,12 @@ pub fn print_modern(c: &Config) -> String {
             LimitKey::User => "user",
             LimitKey::SenderDomain => "sender-domain",
         };
-        let _ = writeln!(o, "limit messages {} per {per} per {key}", l.messages);
+        let what = match l.what {
+            Counted::Messages => "messages",
+            Counted::Connections => "connections",
+            Counted::Recipients => "recipients",
+        };
+        let _ = writeln!(o, "limit {what} {} per {per} per {key}", l.messages);
     }
     let inbound = &c.inbound;
     if let Some((on, _)) = &inbound.enabled {

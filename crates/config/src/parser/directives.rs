@@ -8,8 +8,8 @@ use super::{parse_duration, parse_size, Cursor, PResult, Parser};
 use crate::diag::{Diagnostic, Pos};
 use crate::lexer::TokenKind;
 use crate::model::{
-    Ca, DkimAlgorithm, DkimSign, Dnsbl, Filter, FilterKind, Greylist, ImapListener, ImapTls,
-    InboundAuth, LimitKey, Per, Pki, RateLimit, Score, SpamVerdict,
+    Ca, Counted, DkimAlgorithm, DkimSign, Dnsbl, Filter, FilterKind, Greylist, ImapListener,
+    ImapTls, InboundAuth, LimitKey, Per, Pki, RateLimit, Score, SpamVerdict,
 };
 use crate::table::{TableDecl, TableSource};
 
@@ -344,8 +344,10 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// `spam junk-score N reject-score M`, `dnsbl ZONE (reject|junk)`,
-    /// `greylist delay D [expire D]`, `limit messages N per (minute|hour) per (client|user|sender-domain)`.
+    /// `spam junk-score N reject-score M`, `dnsbl ZONE (reject|junk|allow)`,
+    /// `greylist delay D [expire D] [allow <t>]`, `screen (fcrdns|helo) (reject|junk)`,
+    /// `screen pregreet D`,
+    /// `limit (messages|connections|recipients) N per (minute|hour) per (client|user|sender-domain)`.
     pub(crate) fn antispam(&mut self, c: &mut Cursor) -> PResult<()> {
         let pos = c.pos();
         if c.eat("spam") {
@@ -377,8 +379,10 @@ impl Parser<'_> {
                 SpamVerdict::Reject
             } else if c.eat("junk") {
                 SpamVerdict::Junk
+            } else if c.eat("allow") {
+                SpamVerdict::Allow
             } else {
-                return Err(c.unexpected("\"reject\" or \"junk\""));
+                return Err(c.unexpected("\"reject\", \"junk\" or \"allow\""));
             };
             c.finish()?;
             self.config
@@ -393,12 +397,77 @@ impl Parser<'_> {
             } else {
                 None
             };
+            let allow = if c.eat("allow") {
+                Some(c.table_ref(false)?)
+            } else {
+                None
+            };
             c.finish()?;
-            self.config.antispam.greylist = Some(Greylist { delay, expire });
+            if self.config.antispam.greylist.is_some() {
+                return Err(Diagnostic::error(pos, "greylist already specified"));
+            }
+            self.config.antispam.greylist = Some(Greylist {
+                delay,
+                expire,
+                allow,
+            });
+        } else if c.eat("screen") {
+            let screen = &self.config.antispam.screen;
+            if c.eat("pregreet") {
+                if screen.pregreet.is_some() {
+                    return Err(Diagnostic::error(pos, "screen pregreet already specified"));
+                }
+                let wait_pos = c.pos();
+                let wait = duration(c)?;
+                if wait > std::time::Duration::from_secs(30) {
+                    return Err(Diagnostic::error(
+                        wait_pos,
+                        "a pregreet wait over 30s makes legitimate clients give up",
+                    ));
+                }
+                c.finish()?;
+                self.config.antispam.screen.pregreet = Some((wait, pos));
+                return Ok(());
+            }
+            let fcrdns = if c.eat("fcrdns") {
+                true
+            } else if c.eat("helo") {
+                false
+            } else {
+                return Err(c.unexpected("\"fcrdns\", \"helo\" or \"pregreet\""));
+            };
+            let verdict = if c.eat("reject") {
+                SpamVerdict::Reject
+            } else if c.eat("junk") {
+                SpamVerdict::Junk
+            } else {
+                return Err(c.unexpected("\"reject\" or \"junk\""));
+            };
+            c.finish()?;
+            let slot = if fcrdns {
+                &mut self.config.antispam.screen.fcrdns
+            } else {
+                &mut self.config.antispam.screen.helo
+            };
+            if slot.is_some() {
+                return Err(Diagnostic::error(
+                    pos,
+                    "this screen check is already specified",
+                ));
+            }
+            *slot = Some((verdict, pos));
         } else {
             c.expect("limit")?;
-            c.expect("messages")?;
-            let (messages, _) = c.number("message count", 1u32, 10_000_000)?;
+            let what = if c.eat("messages") {
+                Counted::Messages
+            } else if c.eat("connections") {
+                Counted::Connections
+            } else if c.eat("recipients") {
+                Counted::Recipients
+            } else {
+                return Err(c.unexpected("\"messages\", \"connections\" or \"recipients\""));
+            };
+            let (messages, _) = c.number("count", 1u32, 10_000_000)?;
             c.expect("per")?;
             let per = if c.eat("minute") {
                 Per::Minute
@@ -418,7 +487,14 @@ impl Parser<'_> {
                 return Err(c.unexpected("\"client\", \"user\" or \"sender-domain\""));
             };
             c.finish()?;
+            if what == Counted::Connections && key != LimitKey::Client {
+                return Err(Diagnostic::error(
+                    pos,
+                    "connections can only be limited per client",
+                ));
+            }
             self.config.antispam.limits.push(RateLimit {
+                what,
                 messages,
                 per,
                 key,

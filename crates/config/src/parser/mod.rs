@@ -153,7 +153,7 @@ impl<'o> Parser<'o> {
                 "resolver" => self.resolver(&mut c),
                 "imap" => self.imap(&mut c),
                 "dkim" => self.dkim(&mut c),
-                "spam" | "dnsbl" | "greylist" | "limit" => self.antispam(&mut c),
+                "spam" | "dnsbl" | "greylist" | "limit" | "screen" => self.antispam(&mut c),
                 "auth-results" | "spf" | "dmarc" => self.inbound_auth(&mut c),
                 "filter" => self.filter(&mut c),
                 other => Err(Diagnostic::error(
