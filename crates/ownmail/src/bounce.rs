@@ -279,6 +279,7 @@ mod tests {
                 limits: Limits::default(),
                 signer: None,
                 checker: None,
+                antispam: None,
             },
             sink.clone(),
         );

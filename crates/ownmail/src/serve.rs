@@ -93,10 +93,28 @@ fn runtime_of(
     checked: Checked,
     hostname: &str,
     listen_addrs: &[IpAddr],
+    spool: &Path,
+    previous: Option<&Runtime>,
 ) -> Result<(Runtime, HashMap<String, RelayRoute>), String> {
     let signer = crate::dkim_cmd::signer_of(&checked.config, &checked.tables)?;
     let checker = ownmail_policy::InboundChecks::from_config(&checked.config, hostname)?
         .map(|c| Arc::new(c) as Arc<dyn ownmail_types::InboundChecker>);
+    let mut our_names = vec![hostname.to_lowercase()];
+    our_names.extend(
+        checked
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| l.hostname.as_ref().map(|h| h.to_lowercase())),
+    );
+    let antispam = ownmail_smtp::AntiSpam::from_config(
+        &checked.config,
+        hostname,
+        our_names,
+        spool,
+        previous.and_then(|r| r.antispam.as_deref()),
+    )?
+    .map(Arc::new);
     let routes = relay_routes(&checked.config, &checked.tables);
     let config = Arc::new(checked.config);
     let limits = limits_of(&config);
@@ -107,6 +125,7 @@ fn runtime_of(
             limits,
             signer,
             checker,
+            antispam,
         },
         routes,
     ))
@@ -282,7 +301,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     ));
 
     let sink: Arc<dyn MessageSink> = queue.clone();
-    let (runtime, routes) = runtime_of(checked, &host, &listen_addrs)?;
+    let (runtime, routes) = runtime_of(checked, &host, &listen_addrs, &args.spool, None)?;
     relay.set_routes(routes);
     let shared = Shared::new(runtime, sink.clone());
     let bouncer = Arc::new(crate::bounce::Bouncer::new(
@@ -339,7 +358,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&args.file, &opts, &shared, &relay, &host, &listen_addrs),
+            _ = hup.recv() => reload(&args.file, &args.spool, &opts, &shared, &relay, &host, &listen_addrs),
         }
     }
     info!("ownmail stopping");
@@ -364,6 +383,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
 /// Listeners stay as they were started (changing them needs a restart).
 fn reload(
     file: &Path,
+    spool: &Path,
     opts: &ParseOptions,
     shared: &Shared,
     relay: &RelayCourier,
@@ -384,7 +404,8 @@ fn reload(
         );
         return;
     }
-    let (runtime, routes) = match runtime_of(checked, host, listen_addrs) {
+    let previous = shared.runtime();
+    let (runtime, routes) = match runtime_of(checked, host, listen_addrs, spool, Some(&previous)) {
         Ok(r) => r,
         Err(e) => {
             error!("reload failed, keeping the running configuration: {e}");

@@ -107,4 +107,16 @@ impl Ruleset {
     fn table(&self, name: &str) -> Option<&Table> {
         self.tables.get(name)
     }
+
+    /// An allow list (`greylist … allow <t>`): whether one of the table's keys is a network
+    /// holding `client`.
+    pub fn table_has_network(&self, table: &str, client: IpAddr) -> bool {
+        self.table(table)
+            .is_some_and(|t| t.keys().any(|k| matching::network_contains(k, client)))
+    }
+
+    /// Whether the table has `key` (case-insensitive), e.g. a sender domain on an allow list.
+    pub fn table_contains(&self, table: &str, key: &str) -> bool {
+        self.table(table).is_some_and(|t| t.contains(key))
+    }
 }

@@ -8,6 +8,7 @@
 //! queue only ever holds it whole and signed; mail from outside is checked (the
 //! [`InboundChecker`]) before it is queued too, so a refusal comes before the `250`.
 
+mod antispam;
 mod auth;
 mod received;
 mod session;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub use antispam::{AntiSpam, SCREEN_TIMEOUT};
 pub use session::{run_session, Peer};
 
 /// How a listener offers TLS.
@@ -99,6 +101,9 @@ pub struct Runtime {
     pub signer: Option<Arc<dyn OutboundSigner>>,
     /// SPF/DKIM/DMARC/ARC checks of mail from outside (on unless `auth-results off`).
     pub checker: Option<Arc<dyn InboundChecker>>,
+    /// DNS lists, screens, greylisting, rate limits and the spam verdict; None when the
+    /// configuration asks for none of them.
+    pub antispam: Option<Arc<AntiSpam>>,
 }
 
 /// What every session of every listener shares.

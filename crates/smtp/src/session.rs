@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::antispam::{ClientState, Refusal};
 use crate::received::{received, Trace};
 use crate::{ListenerCtx, Runtime, Shared, TlsMode};
 
@@ -93,6 +94,8 @@ struct Session {
     /// A message being received in BDAT chunks: the receiver (with its running size) and
     /// the bytes so far.
     bdat: Option<(BdatReceiver, Vec<u8>)>,
+    /// What the anti-spam checks know about the client.
+    client: ClientState,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -121,6 +124,7 @@ pub async fn run_session(
         errors: 0,
         tx: None,
         bdat: None,
+        client: ClientState::default(),
         shutdown,
     };
     let result = s.run().await;
@@ -186,6 +190,9 @@ impl Session {
     }
 
     async fn run(&mut self) -> Stop {
+        if let Err(stop) = self.open_checks().await {
+            return stop;
+        }
         if self.ctx.tls_mode == TlsMode::Implicit {
             if let Err(stop) = self.start_tls().await {
                 return stop;
@@ -254,6 +261,168 @@ impl Session {
                 return self.close_after_errors().await;
             }
         }
+    }
+
+    /// The anti-spam checks before the greeting: the connection rate of a client that is not
+    /// local; for a screened client the DNS lookups start and `screen pregreet` waits.
+    async fn open_checks(&mut self) -> Result<(), Stop> {
+        let Some(anti) = self.shared.runtime().antispam.clone() else {
+            return Ok(());
+        };
+        let info = self.session_info();
+        let Some(client) = info.client.filter(|_| !info.local) else {
+            return Ok(());
+        };
+        if let Err(refusal) = anti.admit(client) {
+            info!(
+                "smtp session={} event=refused client={client} check=limit-connections",
+                self.id
+            );
+            return self.refuse_and_close(refusal).await;
+        }
+        if !self.screened_listener() {
+            return Ok(());
+        }
+        self.client.pending = anti.start_screen(client);
+        let Some(wait) = anti.pregreet().filter(|_| self.ctx.tls_mode != TlsMode::Implicit) else {
+            return Ok(());
+        };
+        let Some(io) = self.io.as_mut() else {
+            return Err(Stop::Lost);
+        };
+        let mut buf = [0u8; 512];
+        let spoke = tokio::select! {
+            r = tokio::time::timeout(wait, io.read(&mut buf)) => match r {
+                Err(_) => false,
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop::Lost),
+                Ok(Ok(_)) => true,
+            },
+            _ = self.shutdown.changed() => return Err(Stop::Done),
+        };
+        if spoke {
+            info!(
+                "smtp session={} event=refused client={client} check=pregreet",
+                self.id
+            );
+            return self
+                .refuse_and_close((
+                    554,
+                    "5.5.1",
+                    "Protocol error: client talked before the greeting".to_string(),
+                ))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn refuse_and_close(&mut self, (code, enhanced, text): Refusal) -> Result<(), Stop> {
+        let host = self.ctx.hostname.clone();
+        self.reply(code, enhanced, format!("{host} {text}"));
+        let _ = self.flush().await;
+        Err(Stop::Done)
+    }
+
+    /// A listener that requires authentication (submission) is for our own users: its
+    /// clients are not screened.
+    fn screened_listener(&self) -> bool {
+        !self.ctx.auth.as_ref().is_some_and(|a| a.required)
+    }
+
+    /// Whether this session's client gets the anti-spam checks: neither local nor
+    /// authenticated, on a screened listener.
+    fn screened(&self) -> bool {
+        let info = self.session_info();
+        !info.local && info.client.is_some() && self.auth_user.is_none() && self.screened_listener()
+    }
+
+    /// The anti-spam checks at MAIL: the client's (once a session) and the message rate.
+    async fn mail_checks(&mut self, from: &ReversePath) -> Result<(), Refusal> {
+        let Some(anti) = self.shared.runtime().antispam.clone() else {
+            return Ok(());
+        };
+        let info = self.session_info();
+        if self.screened() {
+            if let Some(client) = info.client {
+                if let Err(r) = anti.check_client(&mut self.client, client, &info.helo).await {
+                    info!(
+                        "smtp session={} event=refused client={client} check={}",
+                        self.id, self.client.reason
+                    );
+                    return Err(r);
+                }
+            }
+        }
+        let client = info.client.filter(|_| !info.local);
+        let domain = match from {
+            ReversePath::Address(a) if client.is_some() || self.auth_user.is_some() => {
+                Some(a.domain().to_lowercase())
+            }
+            _ => None,
+        };
+        anti.limit(
+            ownmail_config::model::Counted::Messages,
+            client,
+            self.auth_user.as_deref(),
+            domain.as_deref(),
+            1,
+        )
+        .inspect_err(|_| {
+            info!(
+                "smtp session={} event=refused client={} check=limit-messages",
+                self.id, self.peer
+            )
+        })
+    }
+
+    /// The anti-spam checks of one accepted recipient: the recipient rate and greylisting.
+    async fn rcpt_checks(
+        &mut self,
+        runtime: &Runtime,
+        from: &ReversePath,
+        to: &Address,
+    ) -> Result<(), Refusal> {
+        let Some(anti) = runtime.antispam.clone() else {
+            return Ok(());
+        };
+        let info = self.session_info();
+        let client = info.client.filter(|_| !info.local);
+        anti.limit(
+            ownmail_config::model::Counted::Recipients,
+            client,
+            self.auth_user.as_deref(),
+            None,
+            1,
+        )
+        .inspect_err(|_| {
+            info!(
+                "smtp session={} event=refused client={} check=limit-recipients",
+                self.id, self.peer
+            )
+        })?;
+        if !self.screened() || self.client.allowed.is_some() {
+            return Ok(());
+        }
+        let Some(client) = client else {
+            return Ok(());
+        };
+        let mail_from = match from {
+            ReversePath::Address(a) => a.to_string(),
+            ReversePath::Null => String::new(),
+        };
+        anti.greylist(
+            &runtime.rules,
+            client,
+            &info.helo,
+            &mail_from,
+            &to.to_string(),
+        )
+        .await
+        .inspect_err(|_| {
+            info!(
+                "smtp session={} event=greylisted client={client} from=<{mail_from}> rcpt=<{to}>",
+                self.id
+            )
+        })
     }
 
     /// Counts one error; true when the session has had too many.
@@ -361,8 +530,8 @@ impl Session {
                 self.esmtp = false;
                 self.tx = None;
             }
-            Command::Mail { from, params } => self.mail(from, params, limits),
-            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Mail { from, params } => self.mail(from, params, limits).await,
+            Command::Rcpt { to, params } => self.rcpt(to, params).await,
             Command::Data if self.bdat.is_some() => {
                 self.reply(503, "5.5.1", "DATA after BDAT is not allowed");
                 self.errors += 1;
@@ -395,7 +564,7 @@ impl Session {
         Ok(())
     }
 
-    fn mail(&mut self, from: ReversePath, params: MailParams, limits: &crate::Limits) {
+    async fn mail(&mut self, from: ReversePath, params: MailParams, limits: &crate::Limits) {
         if self.helo.is_none() {
             self.reply(503, "5.5.1", "Send HELO/EHLO first");
             self.errors += 1;
@@ -447,6 +616,10 @@ impl Session {
             );
             return;
         }
+        if let Err((code, enhanced, text)) = self.mail_checks(&from).await {
+            self.reply(code, enhanced, text);
+            return;
+        }
         let id = QueueId::new();
         info!("smtp session={} id={id} event=mail from=<{from}>", self.id);
         self.tx = Some(Transaction {
@@ -459,9 +632,9 @@ impl Session {
         self.reply(250, "2.1.0", "Ok");
     }
 
-    fn rcpt(&mut self, to: Address, params: RcptParams) {
+    async fn rcpt(&mut self, to: Address, params: RcptParams) {
         let info = self.session_info();
-        let Some(tx) = self.tx.as_mut() else {
+        let Some(tx) = self.tx.as_ref() else {
             self.reply(503, "5.5.1", "Need MAIL before RCPT");
             self.errors += 1;
             return;
@@ -481,13 +654,20 @@ impl Session {
                 action,
                 destinations,
             } => {
+                let (runtime, from, id) = (tx.runtime.clone(), tx.from.clone(), tx.id.clone());
+                if let Err((code, enhanced, text)) = self.rcpt_checks(&runtime, &from, &to).await
+                {
+                    self.reply(code, enhanced, text);
+                    return;
+                }
                 info!(
-                    "smtp session={} id={} event=rcpt rcpt=<{to}> rule={} action={action} result=accepted",
+                    "smtp session={} id={id} event=rcpt rcpt=<{to}> rule={} action={action} result=accepted",
                     self.id,
-                    tx.id,
                     rule + 1
                 );
-                tx.rcpts.push((to, params, destinations));
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.rcpts.push((to, params, destinations));
+                }
                 self.reply(250, "2.1.5", "Ok");
             }
             RcptDecision::Refuse(r) => {
@@ -637,6 +817,29 @@ impl Session {
             self.reply(550, "5.7.1", reply.clone());
             return;
         }
+        let spam_fields = match self.spam_verdict(&tx, &body, checked.as_ref()) {
+            Some((fields, true, score)) => {
+                info!(
+                    "smtp session={} id={} event=refused reason=spam score={score} from=<{}>",
+                    self.id, tx.id, tx.from
+                );
+                self.reply(
+                    550,
+                    "5.7.1",
+                    format!("Message rejected as spam (score {score})"),
+                );
+                drop(fields);
+                return;
+            }
+            Some((fields, false, score)) => {
+                info!(
+                    "smtp session={} id={} event=spam-verdict score={score}",
+                    self.id, tx.id
+                );
+                fields
+            }
+            None => String::new(),
+        };
         let now = SystemTime::now();
         let mut with = String::from(if tx.params.smtputf8 {
             "UTF8SMTP"
@@ -667,6 +870,7 @@ impl Session {
             now,
         });
         let signature = signature.unwrap_or_default();
+        let header = spam_fields + &header;
         let message = match &checked {
             // Our Authentication-Results: on top, forged ones gone (RFC 8601 §5).
             Some(verdict) => {
@@ -798,6 +1002,38 @@ impl Session {
             );
         }
         Some(verdict)
+    }
+
+    /// The spam verdict of a message from a screened client: its header fields, whether it
+    /// is refused, and its score. None when no verdict applies.
+    fn spam_verdict(
+        &self,
+        tx: &Transaction,
+        body: &[u8],
+        checked: Option<&InboundVerdict>,
+    ) -> Option<(String, bool, String)> {
+        let anti = tx.runtime.antispam.as_ref()?;
+        if !self.screened() {
+            return None;
+        }
+        let summary = match checked {
+            Some(InboundVerdict::Accept { summary, .. }) => Some(summary.as_str()),
+            _ => None,
+        };
+        let inbound_junk = summary.is_some_and(|s| s.contains("junk="));
+        let maildirs: Vec<std::path::PathBuf> = tx
+            .rcpts
+            .iter()
+            .flat_map(|(_, _, dests)| dests.iter())
+            .filter_map(|d| match d {
+                Destination::Maildir { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        let verdict = anti.verdict(&self.client, body, summary, &maildirs)?;
+        let (fields, reject) = anti.judge(&verdict, &self.client, inbound_junk);
+        let score = format!("{:.1}", verdict.score());
+        Some((fields, reject && anti.verdict_on(), score))
     }
 
     /// For an authenticated session without `masquerade`: the first `From:` address the

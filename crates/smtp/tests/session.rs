@@ -72,6 +72,7 @@ async fn connect(limits: Limits) -> Client {
             limits,
             signer: None,
             checker: None,
+            antispam: None,
         },
         queue.clone(),
     );
