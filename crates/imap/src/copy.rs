@@ -48,10 +48,23 @@ pub(crate) fn copy(
         Ok(p) => p,
         Err(e) => return store_error(e),
     };
-    let validity = match dest.sync() {
-        Ok(st) => st.uid_validity.0,
+    let state = match dest.sync() {
+        Ok(st) => st,
         Err(e) => return store_error(e),
     };
+    let validity = state.uid_validity.0;
+    let dest_uids: Vec<Uid> = pairs.iter().map(|(_, b)| *b).collect();
+    if let Some(user) = s.user.as_ref() {
+        // Into or out of Junk: train the classifier. Never fails the command.
+        crate::learn::after_copy(
+            &s.id,
+            user,
+            sel.folder.name(),
+            &dest,
+            &state.messages,
+            &dest_uids,
+        );
+    }
     let src: Vec<u32> = pairs.iter().map(|(a, _)| a.0).collect();
     let dst: Vec<u32> = pairs.iter().map(|(_, b)| b.0).collect();
     // COPYUID lists both sides in the same order; SequenceSet::from_numbers sorts, which

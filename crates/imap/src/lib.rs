@@ -31,6 +31,7 @@ mod copy;
 mod expunge;
 mod fetch;
 mod idle;
+mod learn;
 mod list;
 mod listener;
 mod mailbox;
