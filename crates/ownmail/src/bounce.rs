@@ -280,6 +280,7 @@ mod tests {
                 signer: None,
                 checker: None,
                 antispam: None,
+                filters: None,
             },
             sink.clone(),
         );

@@ -126,6 +126,8 @@ fn runtime_of(
             signer,
             checker,
             antispam,
+            // Filter processes live as long as the server: `run` starts them, `reload` keeps them.
+            filters: previous.and_then(|r| r.filters.clone()),
         },
         routes,
     ))
@@ -208,11 +210,13 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     let mut bound = Vec::new();
     // The local submission socket always exists (`sendmail`); `listen on socket` may tag it.
     let mut local_socket_tag = None;
+    let mut local_socket_filter = None;
     let mut listen_addrs = Vec::new();
     let mut tls_configs: HashMap<String, Arc<rustls::ServerConfig>> = HashMap::new();
     for l in &checked.config.listeners {
         if l.on == ListenOn::Socket {
             local_socket_tag = l.tag.clone();
+            local_socket_filter = l.filter.clone();
             continue;
         }
         let addrs = resolve_listen(&l.on, l.family).map_err(|e| format!("{}: {e}", l.on_pos))?;
@@ -241,6 +245,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
                 .senders
                 .as_ref()
                 .map(|(t, masquerade)| (t.name.clone(), *masquerade)),
+            filter: l.filter.clone(),
         });
         for ip in addrs {
             let addr = SocketAddr::new(ip, l.effective_port());
@@ -301,7 +306,19 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     ));
 
     let sink: Arc<dyn MessageSink> = queue.clone();
-    let (runtime, routes) = runtime_of(checked, &host, &listen_addrs, &args.spool, None)?;
+    let filters = if checked.config.listeners.iter().any(|l| l.filter.is_some()) {
+        let settings = ownmail_filter::Settings {
+            admd: Some(host.clone()),
+            ..Default::default()
+        };
+        Some(Arc::new(
+            ownmail_filter::Filters::start(&checked.config, settings).await?,
+        ))
+    } else {
+        None
+    };
+    let (mut runtime, routes) = runtime_of(checked, &host, &listen_addrs, &args.spool, None)?;
+    runtime.filters = filters;
     relay.set_routes(routes);
     let shared = Shared::new(runtime, sink.clone());
     let bouncer = Arc::new(crate::bounce::Bouncer::new(
@@ -328,6 +345,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
             tag: local_socket_tag,
             auth: None,
             senders: None,
+            filter: local_socket_filter,
         }),
         shared.clone(),
         stop_rx.clone(),

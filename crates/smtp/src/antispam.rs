@@ -222,21 +222,28 @@ impl AntiSpam {
             return state.refusal.clone().map_or(Ok(()), Err);
         }
         state.settled = true;
-        let result = match state.pending.take() {
-            Some(task) => match tokio::time::timeout(SCREEN_TIMEOUT * 2, task).await {
-                Ok(Ok(r)) => Some(r),
-                _ => None,
-            },
-            None => None,
-        };
-        if let Some(r) = &result {
+        state.settle().await;
+        let result = state.result.take();
+        let outcome = self.judge_client(state, result.as_ref(), client, helo);
+        state.result = result;
+        outcome
+    }
+
+    fn judge_client(
+        &self,
+        state: &mut ClientState,
+        result: Option<&ScreenResult>,
+        client: IpAddr,
+        helo: &str,
+    ) -> Result<(), Refusal> {
+        if let Some(r) = result {
             if let Some(zone) = r.allowed() {
                 state.allowed = Some(zone.to_string());
                 return Ok(());
             }
         }
         let mut refusal = None;
-        if let Some(r) = &result {
+        if let Some(r) = result {
             if let Some(hit) = r.rejected() {
                 refusal = Some((
                     554,
@@ -445,6 +452,8 @@ impl AntiSpam {
 pub(crate) struct ClientState {
     /// The DNS lookups started at connect.
     pub pending: Option<JoinHandle<ScreenResult>>,
+    /// Their answer, once collected.
+    result: Option<ScreenResult>,
     /// The connection checks ran (they run once a session).
     settled: bool,
     refusal: Option<Refusal>,
@@ -455,6 +464,28 @@ pub(crate) struct ClientState {
     pub symbols: Vec<Symbol>,
     /// Why the message must go to the junk folder whatever its score.
     pub junk: Vec<String>,
+}
+
+impl ClientState {
+    /// Collects the answer of the lookups started at connect (bounded).
+    async fn settle(&mut self) {
+        if let Some(task) = self.pending.take() {
+            if let Ok(Ok(r)) = tokio::time::timeout(SCREEN_TIMEOUT * 2, task).await {
+                self.result = Some(r);
+            }
+        }
+    }
+
+    /// The client's reverse DNS name (empty when unknown) and whether it is forward-confirmed,
+    /// as filters are told at connect.
+    pub(crate) async fn rdns(&mut self) -> (String, bool) {
+        self.settle().await;
+        match self.result.as_ref().map(|r| &r.rdns) {
+            Some(Rdns::Confirmed(name)) => (name.clone(), true),
+            Some(Rdns::Unconfirmed(names)) => (names.first().cloned().unwrap_or_default(), false),
+            _ => (String::new(), false),
+        }
+    }
 }
 
 impl Drop for ClientState {

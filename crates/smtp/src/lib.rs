@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use antispam::{AntiSpam, SCREEN_TIMEOUT};
-pub use session::{run_session, Peer};
+pub use session::{run_session, run_session_at, Peer};
 
 /// How a listener offers TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,8 @@ pub struct ListenerCtx {
     pub auth: Option<AuthPolicy>,
     /// `senders <t> [masquerade]`.
     pub senders: Option<(String, bool)>,
+    /// `filter NAME`: the OpenSMTPD filter (or chain) this listener's sessions go through.
+    pub filter: Option<String>,
 }
 
 /// Limits of SMTP sessions (SPEC §5.1).
@@ -104,6 +106,9 @@ pub struct Runtime {
     /// DNS lists, screens, greylisting, rate limits and the spam verdict; None when the
     /// configuration asks for none of them.
     pub antispam: Option<Arc<AntiSpam>>,
+    /// The OpenSMTPD filter processes (`filter NAME proc-exec`), started with the server and
+    /// kept across reloads.
+    pub filters: Option<Arc<ownmail_filter::Filters>>,
 }
 
 /// What every session of every listener shares.
@@ -234,7 +239,8 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            run_session(Box::new(stream), Peer::Tcp(peer), ctx, shared, shutdown).await;
+            let local = stream.local_addr().ok();
+            run_session_at(Box::new(stream), Peer::Tcp(peer), local, ctx, shared, shutdown).await;
         });
     }
 }

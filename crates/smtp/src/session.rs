@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::antispam::{ClientState, Refusal};
+use ownmail_filter::{Decision, Endpoint, FilterSession, Outcome, SessionId, TxId};
 use crate::received::{received, Trace};
 use crate::{ListenerCtx, Runtime, Shared, TlsMode};
 
@@ -74,6 +75,8 @@ struct Transaction {
     rcpts: Vec<(Address, RcptParams, Vec<Destination>)>,
     /// The rules in force when MAIL was given: the whole transaction uses them.
     runtime: Arc<Runtime>,
+    /// The transaction's id for filters.
+    ftx: TxId,
 }
 
 struct Session {
@@ -96,13 +99,39 @@ struct Session {
     bdat: Option<(BdatReceiver, Vec<u8>)>,
     /// What the anti-spam checks know about the client.
     client: ClientState,
+    /// The listener's OpenSMTPD filters (`listen on … filter NAME`).
+    filter: Option<FilterSession>,
+    /// A filter said `junk`: the message gets `X-Spam: yes`.
+    filter_junk: bool,
+    /// Our address on this connection.
+    local: Option<SocketAddr>,
     shutdown: watch::Receiver<bool>,
+}
+
+/// What a filter decision leaves the session to do.
+enum Filtered {
+    /// Go on, with this value instead of the client's (a `rewrite`) if any.
+    Go(Option<String>),
+    /// The filter's reply was given: the command is refused.
+    Refused,
 }
 
 /// Runs one session to its end.
 pub async fn run_session(
     io: Box<dyn Io>,
     peer: Peer,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    run_session_at(io, peer, None, ctx, shared, shutdown).await
+}
+
+/// [`run_session`], knowing our own address on the connection (`local`), which filters are told.
+pub async fn run_session_at(
+    io: Box<dyn Io>,
+    peer: Peer,
+    local: Option<SocketAddr>,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -125,9 +154,15 @@ pub async fn run_session(
         tx: None,
         bdat: None,
         client: ClientState::default(),
+        filter: None,
+        filter_junk: false,
+        local,
         shutdown,
     };
     let result = s.run().await;
+    if let Some(mut f) = s.filter.take() {
+        f.disconnect().await;
+    }
     if let Some(mut io) = s.io.take() {
         let _ = io.shutdown().await;
     }
@@ -193,6 +228,9 @@ impl Session {
         if let Err(stop) = self.open_checks().await {
             return stop;
         }
+        if let Err(stop) = self.filter_connect().await {
+            return stop;
+        }
         if self.ctx.tls_mode == TlsMode::Implicit {
             if let Err(stop) = self.start_tls().await {
                 return stop;
@@ -201,6 +239,9 @@ impl Session {
         let host = self.ctx.hostname.clone();
         self.output
             .extend_from_slice(format!("220 {host} ESMTP ownmail\r\n").as_bytes());
+        if let Some(f) = self.filter.as_mut() {
+            f.greeting(&host).await;
+        }
         loop {
             if *self.shutdown.borrow() {
                 self.reply(
@@ -315,6 +356,87 @@ impl Session {
         Ok(())
     }
 
+    /// `listen on … filter NAME`: the session's filters, told of the connection (the
+    /// `connect` phase, before the banner).
+    async fn filter_connect(&mut self) -> Result<(), Stop> {
+        let runtime = self.shared.runtime();
+        let (Some(name), Some(filters)) = (self.ctx.filter.as_ref(), runtime.filters.as_ref())
+        else {
+            return Ok(());
+        };
+        let Some(session) = filters.session(name, SessionId::random()) else {
+            return Ok(());
+        };
+        self.filter = Some(session);
+        let (src, dest) = match self.peer {
+            Peer::Tcp(a) => (
+                Endpoint::Inet(a),
+                Endpoint::Inet(
+                    self.local
+                        .unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0)),
+                ),
+            ),
+            Peer::Local { .. } => (
+                Endpoint::Unix("sendmail.sock".to_string()),
+                Endpoint::Unix("sendmail.sock".to_string()),
+            ),
+        };
+        let (rdns, fcrdns) = self.client.rdns().await;
+        let Some(f) = self.filter.as_mut() else {
+            return Ok(());
+        };
+        let d = f.connect(&rdns, fcrdns, &src, &dest).await;
+        match self.filtered(d).await? {
+            Filtered::Go(_) => Ok(()),
+            // A refused connection is closed (as OpenSMTPD does).
+            Filtered::Refused => {
+                let _ = self.flush().await;
+                Err(Stop::Done)
+            }
+        }
+    }
+
+    /// Acts on a filter's decision: a reject is replied (the command is refused), a
+    /// disconnect closes the session, a failed filter closes it with 421 (nothing of this
+    /// session was accepted that the filter has not seen), junk is remembered.
+    async fn filtered(&mut self, d: Decision) -> Result<Filtered, Stop> {
+        match d {
+            Decision::Proceed => Ok(Filtered::Go(None)),
+            Decision::Rewrite(v) => Ok(Filtered::Go(Some(v))),
+            Decision::Junk => {
+                self.filter_junk = true;
+                Ok(Filtered::Go(None))
+            }
+            Decision::Reject(reply) => {
+                info!("smtp session={} event=filter-reject reply=\"{reply}\"", self.id);
+                self.output.extend_from_slice(reply.as_bytes());
+                self.output.extend_from_slice(b"\r\n");
+                if reply.starts_with('5') {
+                    self.errors += 1;
+                }
+                Ok(Filtered::Refused)
+            }
+            Decision::Disconnect(reply) => {
+                info!("smtp session={} event=filter-disconnect reply=\"{reply}\"", self.id);
+                self.output.extend_from_slice(reply.as_bytes());
+                self.output.extend_from_slice(b"\r\n");
+                let _ = self.flush().await;
+                Err(Stop::Done)
+            }
+            Decision::TempFail => {
+                warn!("smtp session={} event=filter-failed", self.id);
+                self.tx = None;
+                self.reply(
+                    421,
+                    "4.3.0",
+                    format!("{} Filter unavailable, try again later", self.ctx.hostname),
+                );
+                let _ = self.flush().await;
+                Err(Stop::Done)
+            }
+        }
+    }
+
     async fn refuse_and_close(&mut self, (code, enhanced, text): Refusal) -> Result<(), Stop> {
         let host = self.ctx.hostname.clone();
         self.reply(code, enhanced, format!("{host} {text}"));
@@ -425,6 +547,18 @@ impl Session {
         })
     }
 
+    /// The `helo`/`ehlo` filter phase: the name to go on with, or None when refused.
+    async fn filter_helo(&mut self, ehlo: bool, name: String) -> Result<Option<String>, Stop> {
+        let Some(f) = self.filter.as_mut() else {
+            return Ok(Some(name));
+        };
+        let d = f.helo(ehlo, &name).await;
+        Ok(match self.filtered(d).await? {
+            Filtered::Go(rewrite) => Some(rewrite.unwrap_or(name)),
+            Filtered::Refused => None,
+        })
+    }
+
     /// Counts one error; true when the session has had too many.
     fn count_error(&mut self, limits: &crate::Limits) -> bool {
         self.errors += 1;
@@ -478,6 +612,9 @@ impl Session {
     async fn command(&mut self, cmd: Command, limits: &crate::Limits) -> Result<(), Stop> {
         match cmd {
             Command::Ehlo(name) | Command::Lhlo(name) => {
+                let Some(name) = self.filter_helo(true, name).await? else {
+                    return Ok(());
+                };
                 self.tx = None;
                 self.bdat = None;
                 self.helo = Some(name);
@@ -505,6 +642,9 @@ impl Session {
                 self.output.extend_from_slice(&r.to_bytes());
             }
             Command::Helo(name) => {
+                let Some(name) = self.filter_helo(false, name).await? else {
+                    return Ok(());
+                };
                 self.tx = None;
                 self.helo = Some(name);
                 self.esmtp = false;
@@ -526,12 +666,15 @@ impl Session {
                 // RFC 3207 §4.2: nothing the client sent before the handshake may be acted on.
                 self.input.clear();
                 self.start_tls().await?;
+                if let Some(f) = self.filter.as_mut() {
+                    f.tls("version=TLS").await;
+                }
                 self.helo = None;
                 self.esmtp = false;
                 self.tx = None;
             }
-            Command::Mail { from, params } => self.mail(from, params, limits).await,
-            Command::Rcpt { to, params } => self.rcpt(to, params).await,
+            Command::Mail { from, params } => return self.mail(from, params, limits).await,
+            Command::Rcpt { to, params } => return self.rcpt(to, params).await,
             Command::Data if self.bdat.is_some() => {
                 self.reply(503, "5.5.1", "DATA after BDAT is not allowed");
                 self.errors += 1;
@@ -539,6 +682,10 @@ impl Session {
             Command::Data => return self.data(limits).await,
             Command::Bdat { size, last } => return self.bdat(size, last, limits).await,
             Command::Rset => {
+                if let Some(f) = self.filter.as_mut() {
+                    let tx = self.tx.as_ref().map(|t| t.ftx);
+                    f.reset(tx).await;
+                }
                 self.tx = None;
                 self.bdat = None;
                 self.reply(250, "2.0.0", "Ok");
@@ -564,21 +711,26 @@ impl Session {
         Ok(())
     }
 
-    async fn mail(&mut self, from: ReversePath, params: MailParams, limits: &crate::Limits) {
+    async fn mail(
+        &mut self,
+        from: ReversePath,
+        params: MailParams,
+        limits: &crate::Limits,
+    ) -> Result<(), Stop> {
         if self.helo.is_none() {
             self.reply(503, "5.5.1", "Send HELO/EHLO first");
             self.errors += 1;
-            return;
+            return Ok(());
         }
         if self.needs_tls_first() {
             self.reply(530, "5.7.0", "Must issue a STARTTLS command first");
             self.errors += 1;
-            return;
+            return Ok(());
         }
         if self.ctx.auth.as_ref().is_some_and(|a| a.required) && self.auth_user.is_none() {
             self.reply(530, "5.7.0", "Authentication required");
             self.errors += 1;
-            return;
+            return Ok(());
         }
         if let (Some(login), ReversePath::Address(a)) = (&self.auth_user, &from) {
             let senders = self.ctx.senders.as_ref().map(|(t, _)| t.as_str());
@@ -590,23 +742,23 @@ impl Session {
                     format!("<{a}>: Sender address not owned by user {login}"),
                 );
                 self.errors += 1;
-                return;
+                return Ok(());
             }
         }
         if self.tx.is_some() {
             self.reply(503, "5.5.1", "Sender already specified");
             self.errors += 1;
-            return;
+            return Ok(());
         }
         if !self.esmtp && (params.size.is_some() || params.body.is_some() || params.smtputf8) {
             self.reply(555, "5.5.4", "MAIL parameters need EHLO");
             self.errors += 1;
-            return;
+            return Ok(());
         }
         if !params.smtputf8 && !from.to_string().is_ascii() {
             self.reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8");
             self.errors += 1;
-            return;
+            return Ok(());
         }
         if params.size.is_some_and(|n| n > limits.max_message_size) {
             self.reply(
@@ -614,11 +766,39 @@ impl Session {
                 "5.3.4",
                 "Message size exceeds fixed maximum message size",
             );
-            return;
+            return Ok(());
         }
         if let Err((code, enhanced, text)) = self.mail_checks(&from).await {
             self.reply(code, enhanced, text);
-            return;
+            return Ok(());
+        }
+        let mut from = from;
+        let ftx = TxId::random();
+        if let Some(f) = self.filter.as_mut() {
+            let addr = from.to_string();
+            let d = f.mail_from(&addr).await;
+            match self.filtered(d).await? {
+                Filtered::Go(None) => {}
+                Filtered::Go(Some(v)) => {
+                    let v = v.trim_start_matches('<').trim_end_matches('>');
+                    from = if v.is_empty() {
+                        ReversePath::Null
+                    } else {
+                        match Address::parse(v) {
+                            Ok(a) => ReversePath::Address(a),
+                            Err(_) => {
+                                warn!("smtp session={} event=filter-bad-rewrite value=\"{v}\"", self.id);
+                                self.reply(451, "4.3.0", "Filter error, try again later");
+                                return Ok(());
+                            }
+                        }
+                    };
+                }
+                Filtered::Refused => return Ok(()),
+            }
+            if let Some(f) = self.filter.as_mut() {
+                f.mail_reply(ftx, &from.to_string(), Outcome::Ok).await;
+            }
         }
         let id = QueueId::new();
         info!("smtp session={} id={id} event=mail from=<{from}>", self.id);
@@ -628,26 +808,51 @@ impl Session {
             params,
             rcpts: Vec::new(),
             runtime: self.shared.runtime(),
+            ftx,
         });
         self.reply(250, "2.1.0", "Ok");
+        Ok(())
     }
 
-    async fn rcpt(&mut self, to: Address, params: RcptParams) {
+    async fn rcpt(&mut self, to: Address, params: RcptParams) -> Result<(), Stop> {
         let info = self.session_info();
         let Some(tx) = self.tx.as_ref() else {
             self.reply(503, "5.5.1", "Need MAIL before RCPT");
             self.errors += 1;
-            return;
+            return Ok(());
         };
         if !tx.params.smtputf8 && !to.to_string().is_ascii() {
             self.reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8");
             self.errors += 1;
-            return;
+            return Ok(());
         }
         if tx.rcpts.len() >= tx.runtime.limits.max_rcpt {
             self.reply(452, "4.5.3", "Too many recipients");
-            return;
+            return Ok(());
         }
+        let ftx = tx.ftx;
+        let mut to = to;
+        if let Some(f) = self.filter.as_mut() {
+            let d = f.rcpt_to(&to.to_string()).await;
+            match self.filtered(d).await? {
+                Filtered::Go(None) => {}
+                Filtered::Go(Some(v)) => {
+                    let v = v.trim_start_matches('<').trim_end_matches('>');
+                    match Address::parse(v) {
+                        Ok(a) => to = a,
+                        Err(_) => {
+                            warn!("smtp session={} event=filter-bad-rewrite value=\"{v}\"", self.id);
+                            self.reply(451, "4.3.0", "Filter error, try again later");
+                            return Ok(());
+                        }
+                    }
+                }
+                Filtered::Refused => return Ok(()),
+            }
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            return Ok(());
+        };
         match tx.runtime.rules.route(&info, &tx.from, &to) {
             RcptDecision::Accept {
                 rule,
@@ -658,7 +863,10 @@ impl Session {
                 if let Err((code, enhanced, text)) = self.rcpt_checks(&runtime, &from, &to).await
                 {
                     self.reply(code, enhanced, text);
-                    return;
+                    return Ok(());
+                }
+                if let Some(f) = self.filter.as_mut() {
+                    f.rcpt_reply(ftx, &to.to_string(), Outcome::Ok).await;
                 }
                 info!(
                     "smtp session={} id={id} event=rcpt rcpt=<{to}> rule={} action={action} result=accepted",
@@ -681,6 +889,7 @@ impl Session {
                 }
             }
         }
+        Ok(())
     }
 
     /// Checks that DATA/BDAT may start: a transaction with at least one recipient.
@@ -703,6 +912,15 @@ impl Session {
     async fn data(&mut self, limits: &crate::Limits) -> Result<(), Stop> {
         if !self.ready_for_data() {
             return Ok(());
+        }
+        if let Some(f) = self.filter.as_mut() {
+            let d = f.data().await;
+            if let Filtered::Refused = self.filtered(d).await? {
+                return Ok(());
+            }
+            if let (Some(f), Some(tx)) = (self.filter.as_mut(), self.tx.as_ref()) {
+                f.data_reply(tx.ftx, Outcome::Ok).await;
+            }
         }
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
         let mut rx = DataReceiver::new(limits.max_message_size);
@@ -740,8 +958,7 @@ impl Session {
                 }
             }
         }
-        self.finish_message(body).await;
-        Ok(())
+        self.finish_message(body).await
     }
 
     async fn bdat(&mut self, size: u64, last: bool, limits: &crate::Limits) -> Result<(), Stop> {
@@ -765,7 +982,7 @@ impl Session {
                         return Ok(());
                     }
                     if last {
-                        self.finish_message(body).await;
+                        self.finish_message(body).await?;
                     } else {
                         self.reply(250, "2.0.0", format!("{size} octets received"));
                         self.bdat = Some((rx, body));
@@ -789,9 +1006,78 @@ impl Session {
 
     /// Builds the envelope, adds `Received:`, and hands the message to the queue; replies 250
     /// only when the queue says it is on disk.
-    async fn finish_message(&mut self, body: Vec<u8>) {
+    async fn finish_message(&mut self, body: Vec<u8>) -> Result<(), Stop> {
         self.bdat = None;
-        let Some(tx) = self.tx.take() else { return };
+        let Some(tx) = self.tx.take() else {
+            return Ok(());
+        };
+        let Some(body) = self.filter_message(&tx, body).await? else {
+            return Ok(());
+        };
+        let queued = self.queue_message(tx, body).await;
+        if let Some((ftx, size)) = queued {
+            if let Some(f) = self.filter.as_mut() {
+                match size {
+                    Some(size) => f.committed(ftx, size).await,
+                    None => f.rollback(ftx).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The data-line and commit filter phases: the message as the filters return it, or
+    /// None when they refused it (replied). A filter's `junk` adds `X-Spam: yes` on top.
+    async fn filter_message(
+        &mut self,
+        tx: &Transaction,
+        body: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, Stop> {
+        let Some(f) = self.filter.as_mut() else {
+            return Ok(Some(body));
+        };
+        let mut body = body;
+        let mut junk_marked = false;
+        if self.filter_junk || f.is_junk() {
+            body.splice(0..0, b"X-Spam: yes\r\n".iter().copied());
+            junk_marked = true;
+        }
+        let body = match f.message(tx.ftx, &body).await {
+            Ok(new) => new,
+            Err(d) => {
+                // Only a failed filter ends the data-line phase early.
+                if let Filtered::Refused = self.filtered(d).await? {
+                    return Ok(None);
+                }
+                return Ok(None);
+            }
+        };
+        let Some(f) = self.filter.as_mut() else {
+            return Ok(Some(body));
+        };
+        let d = f.commit(tx.ftx).await;
+        match self.filtered(d).await? {
+            Filtered::Refused => {
+                if let Some(f) = self.filter.as_mut() {
+                    f.rollback(tx.ftx).await;
+                }
+                Ok(None)
+            }
+            Filtered::Go(_) => {
+                let mut body = body;
+                if self.filter_junk && !junk_marked {
+                    body.splice(0..0, b"X-Spam: yes\r\n".iter().copied());
+                }
+                Ok(Some(body))
+            }
+        }
+    }
+
+    /// Our own checks, then the queue: the filter transaction and the queued size (None when
+    /// refused or not queued), for the filters' report.
+    async fn queue_message(&mut self, tx: Transaction, body: Vec<u8>) -> Option<(TxId, Option<usize>)> {
+        let ftx = tx.ftx;
+        let refused = Some((ftx, None));
         if let Some(bad) = self.forged_from(&body) {
             info!(
                 "smtp session={} id={} event=refused reason=from-not-owned from=<{bad}>",
@@ -805,7 +1091,7 @@ impl Session {
                     self.auth_user.as_deref().unwrap_or("")
                 ),
             );
-            return;
+            return refused;
         }
         let signature = self.sign_outbound(&tx, &body);
         let checked = self.check_inbound(&tx, &body).await;
@@ -815,7 +1101,7 @@ impl Session {
                 self.id, tx.id, tx.from
             );
             self.reply(550, "5.7.1", reply.clone());
-            return;
+            return refused;
         }
         let spam_fields = match self.spam_verdict(&tx, &body, checked.as_ref()) {
             Some((fields, true, score)) => {
@@ -829,7 +1115,7 @@ impl Session {
                     format!("Message rejected as spam (score {score})"),
                 );
                 drop(fields);
-                return;
+                return refused;
             }
             Some((fields, false, score)) => {
                 info!(
@@ -923,6 +1209,7 @@ impl Session {
                     self.id, tx.id, tx.from
                 );
                 self.reply(250, "2.0.0", format!("Ok: queued as {}", tx.id));
+                Some((ftx, Some(size)))
             }
             Err(e) => {
                 warn!(
@@ -930,6 +1217,7 @@ impl Session {
                     self.id, tx.id
                 );
                 self.reply(451, "4.3.0", "Temporary queue failure, try again later");
+                refused
             }
         }
     }

@@ -73,6 +73,7 @@ async fn connect(limits: Limits) -> Client {
             signer: None,
             checker: None,
             antispam: None,
+            filters: None,
         },
         queue.clone(),
     );
@@ -83,6 +84,7 @@ async fn connect(limits: Limits) -> Client {
         tag: None,
         auth: None,
         senders: None,
+        filter: None,
     });
     let (client, server) = tokio::io::duplex(1 << 20);
     let (stop, stop_rx) = watch::channel(false);

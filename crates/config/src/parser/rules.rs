@@ -797,6 +797,9 @@ impl Config {
         for d in &self.dkim {
             list(Some(&d.domain), &mut out);
         }
+        if let Some(t) = self.antispam.greylist.as_ref().and_then(|g| g.allow.as_ref()) {
+            out.push((t, Usage::List));
+        }
         out
     }
 }
