@@ -84,7 +84,11 @@ impl AntiSpam {
         let scores = a.scores.as_ref().map(|(j, r)| (j.value(), r.value()));
         let screener = if !a.dnsbl.is_empty() || a.screen.fcrdns.is_some() || scores.is_some() {
             let dns = ownmail_policy::resolver(&config.resolvers, SCREEN_TIMEOUT)?;
-            Some(Arc::new(Screener::new(dns, a.dnsbl.clone(), SCREEN_TIMEOUT)))
+            Some(Arc::new(Screener::new(
+                dns,
+                a.dnsbl.clone(),
+                SCREEN_TIMEOUT,
+            )))
         } else {
             None
         };
@@ -103,9 +107,10 @@ impl AntiSpam {
                 };
                 let list = match list {
                     Some(l) => l,
-                    None => Arc::new(Greylist::open(spool, g.delay, expire).map_err(|e| {
-                        format!("greylist state in {}: {e}", spool.display())
-                    })?),
+                    None => Arc::new(
+                        Greylist::open(spool, g.delay, expire)
+                            .map_err(|e| format!("greylist state in {}: {e}", spool.display()))?,
+                    ),
                 };
                 (Some(list), key)
             }
@@ -257,21 +262,17 @@ impl AntiSpam {
             }
             for hit in &r.hits {
                 if hit.verdict == SpamVerdict::Junk {
-                    state.symbols.push(Symbol::new(
-                        zone_symbol(&hit.zone),
-                        5.0,
-                        hit.zone.clone(),
-                    ));
+                    state
+                        .symbols
+                        .push(Symbol::new(zone_symbol(&hit.zone), 5.0, hit.zone.clone()));
                     state.junk.push(format!("dnsbl {}", hit.zone));
                 }
             }
             let bad_rdns = match &r.rdns {
                 Rdns::Missing => Some(("RDNS_NONE", 1.5, "no reverse DNS")),
-                Rdns::Unconfirmed(_) => Some((
-                    "RDNS_NOT_FCRDNS",
-                    1.0,
-                    "reverse DNS not forward-confirmed",
-                )),
+                Rdns::Unconfirmed(_) => {
+                    Some(("RDNS_NOT_FCRDNS", 1.0, "reverse DNS not forward-confirmed"))
+                }
                 Rdns::Confirmed(_) | Rdns::Unknown => None,
             };
             if let Some((name, score, what)) = bad_rdns {
@@ -304,10 +305,14 @@ impl AntiSpam {
                     state.reason = format!("helo {name}");
                 }
                 Some(SpamVerdict::Junk) => {
-                    state.symbols.push(Symbol::new(name, 1.0, problem.describe()));
+                    state
+                        .symbols
+                        .push(Symbol::new(name, 1.0, problem.describe()));
                     state.junk.push(format!("helo {}", problem.describe()));
                 }
-                _ => state.symbols.push(Symbol::new(name, 1.0, problem.describe())),
+                _ => state
+                    .symbols
+                    .push(Symbol::new(name, 1.0, problem.describe())),
             }
         }
         state.refusal = refusal.clone();

@@ -240,7 +240,15 @@ pub async fn serve(
         tokio::spawn(async move {
             let _guard = guard;
             let local = stream.local_addr().ok();
-            run_session_at(Box::new(stream), Peer::Tcp(peer), local, ctx, shared, shutdown).await;
+            run_session_at(
+                Box::new(stream),
+                Peer::Tcp(peer),
+                local,
+                ctx,
+                shared,
+                shutdown,
+            )
+            .await;
         });
     }
 }

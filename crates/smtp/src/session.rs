@@ -23,9 +23,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::antispam::{ClientState, Refusal};
-use ownmail_filter::{Decision, Endpoint, FilterSession, Outcome, SessionId, TxId};
 use crate::received::{received, Trace};
 use crate::{ListenerCtx, Runtime, Shared, TlsMode};
+use ownmail_filter::{Decision, Endpoint, FilterSession, Outcome, SessionId, TxId};
 
 /// Any byte stream a session can run over: TCP, TLS over TCP, a test pipe.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -325,7 +325,10 @@ impl Session {
             return Ok(());
         }
         self.client.pending = anti.start_screen(client);
-        let Some(wait) = anti.pregreet().filter(|_| self.ctx.tls_mode != TlsMode::Implicit) else {
+        let Some(wait) = anti
+            .pregreet()
+            .filter(|_| self.ctx.tls_mode != TlsMode::Implicit)
+        else {
             return Ok(());
         };
         let Some(io) = self.io.as_mut() else {
@@ -408,7 +411,10 @@ impl Session {
                 Ok(Filtered::Go(None))
             }
             Decision::Reject(reply) => {
-                info!("smtp session={} event=filter-reject reply=\"{reply}\"", self.id);
+                info!(
+                    "smtp session={} event=filter-reject reply=\"{reply}\"",
+                    self.id
+                );
                 self.output.extend_from_slice(reply.as_bytes());
                 self.output.extend_from_slice(b"\r\n");
                 if reply.starts_with('5') {
@@ -417,7 +423,10 @@ impl Session {
                 Ok(Filtered::Refused)
             }
             Decision::Disconnect(reply) => {
-                info!("smtp session={} event=filter-disconnect reply=\"{reply}\"", self.id);
+                info!(
+                    "smtp session={} event=filter-disconnect reply=\"{reply}\"",
+                    self.id
+                );
                 self.output.extend_from_slice(reply.as_bytes());
                 self.output.extend_from_slice(b"\r\n");
                 let _ = self.flush().await;
@@ -465,7 +474,10 @@ impl Session {
         let info = self.session_info();
         if self.screened() {
             if let Some(client) = info.client {
-                if let Err(r) = anti.check_client(&mut self.client, client, &info.helo).await {
+                if let Err(r) = anti
+                    .check_client(&mut self.client, client, &info.helo)
+                    .await
+                {
                     info!(
                         "smtp session={} event=refused client={client} check={}",
                         self.id, self.client.reason
@@ -787,7 +799,10 @@ impl Session {
                         match Address::parse(v) {
                             Ok(a) => ReversePath::Address(a),
                             Err(_) => {
-                                warn!("smtp session={} event=filter-bad-rewrite value=\"{v}\"", self.id);
+                                warn!(
+                                    "smtp session={} event=filter-bad-rewrite value=\"{v}\"",
+                                    self.id
+                                );
                                 self.reply(451, "4.3.0", "Filter error, try again later");
                                 return Ok(());
                             }
@@ -841,7 +856,10 @@ impl Session {
                     match Address::parse(v) {
                         Ok(a) => to = a,
                         Err(_) => {
-                            warn!("smtp session={} event=filter-bad-rewrite value=\"{v}\"", self.id);
+                            warn!(
+                                "smtp session={} event=filter-bad-rewrite value=\"{v}\"",
+                                self.id
+                            );
                             self.reply(451, "4.3.0", "Filter error, try again later");
                             return Ok(());
                         }
@@ -860,8 +878,7 @@ impl Session {
                 destinations,
             } => {
                 let (runtime, from, id) = (tx.runtime.clone(), tx.from.clone(), tx.id.clone());
-                if let Err((code, enhanced, text)) = self.rcpt_checks(&runtime, &from, &to).await
-                {
+                if let Err((code, enhanced, text)) = self.rcpt_checks(&runtime, &from, &to).await {
                     self.reply(code, enhanced, text);
                     return Ok(());
                 }
@@ -1075,7 +1092,11 @@ impl Session {
 
     /// Our own checks, then the queue: the filter transaction and the queued size (None when
     /// refused or not queued), for the filters' report.
-    async fn queue_message(&mut self, tx: Transaction, body: Vec<u8>) -> Option<(TxId, Option<usize>)> {
+    async fn queue_message(
+        &mut self,
+        tx: Transaction,
+        body: Vec<u8>,
+    ) -> Option<(TxId, Option<usize>)> {
         let ftx = tx.ftx;
         let refused = Some((ftx, None));
         if let Some(bad) = self.forged_from(&body) {

@@ -797,7 +797,12 @@ impl Config {
         for d in &self.dkim {
             list(Some(&d.domain), &mut out);
         }
-        if let Some(t) = self.antispam.greylist.as_ref().and_then(|g| g.allow.as_ref()) {
+        if let Some(t) = self
+            .antispam
+            .greylist
+            .as_ref()
+            .and_then(|g| g.allow.as_ref())
+        {
             out.push((t, Usage::List));
         }
         out
