@@ -1062,10 +1062,8 @@ impl Session {
         let body = match f.message(tx.ftx, &body).await {
             Ok(new) => new,
             Err(d) => {
-                // Only a failed filter ends the data-line phase early.
-                if let Filtered::Refused = self.filtered(d).await? {
-                    return Ok(None);
-                }
+                // Only a failed filter ends the data-line phase early (421, closed).
+                self.filtered(d).await?;
                 return Ok(None);
             }
         };
