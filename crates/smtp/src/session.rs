@@ -1510,6 +1510,10 @@ impl Session {
                 "smtp session={} event=auth user={login} mechanism={mechanism} result=ok",
                 self.id
             );
+            if let Some(f) = self.filter.as_mut() {
+                f.auth_result(&login, ownmail_filter::AuthResult::Pass)
+                    .await;
+            }
             self.auth_user = Some(login);
             self.reply(235, "2.7.0", "Authentication successful");
         } else {
