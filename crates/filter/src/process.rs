@@ -169,6 +169,9 @@ impl FilterProc {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: `sh -c` may fork the command rather than exec it, and a
+            // hung filter must die whole (see `kill_group`).
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot run {:?}: {e}", self.command))?;
@@ -216,15 +219,15 @@ impl FilterProc {
         let registrations = match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(reg)) => reg,
             Ok(Err(e)) => {
-                let _ = child.start_kill();
+                kill_group(child);
                 return Err(e);
             }
             Err(_) => {
-                let _ = child.start_kill();
+                kill_group(child);
                 return Err(format!("no register|ready within {timeout:?}"));
             }
         };
-        tracing::info!(filter = %self.name, registered = %registrations.describe(), "filter ready");
+        tracing::info!(filter = %self.name, registered = %registrations.describe(), "filter started");
 
         let (writer, queue) = mpsc::channel(WRITE_QUEUE);
         let running = Arc::new(Running {
@@ -283,8 +286,8 @@ impl Running {
 
     fn kill(&self) {
         self.broken.store(true, Ordering::SeqCst);
-        if let Some(child) = lock(&self.child).as_mut() {
-            let _ = child.start_kill();
+        if let Some(child) = lock(&self.child).take() {
+            kill_group(child);
         }
         lock(&self.pending).clear();
     }
@@ -532,6 +535,31 @@ async fn read_answers<R: AsyncBufRead + Unpin>(running: Arc<Running>, mut stdout
             running.fail(&e);
             return;
         }
+    }
+}
+
+/// Kills the filter's whole process group (the shell and whatever it started: killing the
+/// shell alone would leave a forked filter running, holding its pipes open) and reaps the
+/// shell.
+fn kill_group(mut child: Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // The group was made with the child as leader (`process_group(0)`), so its id is the
+        // child's pid; the child has not been reaped yet (we hold it), so the id is still ours.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.start_kill();
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
+        // No runtime (the server is exiting): `kill_on_drop` has sent the signal; tokio's
+        // orphan queue reaps it if a runtime comes back.
+        Err(_) => drop(child),
     }
 }
 
