@@ -710,15 +710,26 @@ def test_filter_reject_with_421_closes_the_session(bad_world):
     w.assert_running()
 
 
-def test_nonexistent_filter_command_stops_serve_at_start(ownmail, om):
+@pytest.mark.parametrize("command,checked", [
+    # A program that is not there: `check` (which `serve` runs first) names the line.
+    ("/nonexistent/filter-nope -x", True),
+    # A program that exits before its handshake: `serve` stops when starting it.
+    ("/bin/sh -c 'echo not a filter; exit 3'", False),
+])
+def test_filter_that_cannot_start_stops_serve_at_start(ownmail, om, command, checked):
     with world_tmpdir("om-e2e-filter-") as root:
         port = free_port()
         setup = write_vmail_conf(root, listens=[f"listen on 127.0.0.1 port {port} filter nope"],
-                                 extra=['filter nope proc-exec "/nonexistent/filter-nope -x"'])
+                                 extra=[f'filter nope proc-exec "{command}"'])
         spool = root / "spool"
         spool.mkdir()
         rc, out, err = om("check", "-f", str(setup.conf))
         print(f"ownmail check: rc={rc}\n{err}")
+        if checked:
+            assert rc != 0 and "/nonexistent/filter-nope does not exist" in err, err
+            assert re.search(rf"{re.escape(str(setup.conf))}:\d+:\d+: .*filter \"nope\"", err), err
+        else:
+            assert rc == 0, err
         t0 = time.monotonic()
         try:
             p = subprocess.run([ownmail, "serve", "-f", str(setup.conf), "--spool", str(spool)],

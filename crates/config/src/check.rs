@@ -87,6 +87,20 @@ pub fn check_file(path: &Path, opts: &ParseOptions) -> Checked {
             diags.error(&d.pos, format!("DKIM key {}: {e}", d.key.display()));
         }
     }
+    for f in &config.filters {
+        // The program of a `proc-exec` filter, when it is written as an absolute path: one
+        // that is not there would stop `serve` at start.
+        let crate::model::FilterKind::ProcExec(cmd) = &f.kind else {
+            continue;
+        };
+        let program = cmd.split_whitespace().next().unwrap_or("");
+        if program.starts_with('/') && std::fs::metadata(program).is_err() {
+            diags.error(
+                &f.pos,
+                format!("filter \"{}\": {program} does not exist", f.name),
+            );
+        }
+    }
     Checked {
         config,
         grammar: parsed.grammar,
