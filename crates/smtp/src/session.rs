@@ -559,6 +559,23 @@ impl Session {
         })
     }
 
+    /// The address a filter's `rewrite` of MAIL FROM or RCPT TO gives (`<>` around it or
+    /// not); None, after a 451, when it is not an address.
+    fn rewritten(&mut self, value: &str) -> Option<Address> {
+        let v = value.trim_start_matches('<').trim_end_matches('>');
+        match Address::parse(v) {
+            Ok(a) => Some(a),
+            Err(_) => {
+                warn!(
+                    "smtp session={} event=filter-bad-rewrite value=\"{v}\"",
+                    self.id
+                );
+                self.reply(451, "4.3.0", "Filter error, try again later");
+                None
+            }
+        }
+    }
+
     /// The `helo`/`ehlo` filter phase: the name to go on with, or None when refused.
     async fn filter_helo(&mut self, ehlo: bool, name: String) -> Result<Option<String>, Stop> {
         let Some(f) = self.filter.as_mut() else {
@@ -787,28 +804,16 @@ impl Session {
         let mut from = from;
         let ftx = TxId::random();
         if let Some(f) = self.filter.as_mut() {
-            let addr = from.to_string();
-            let d = f.mail_from(&addr).await;
+            let d = f.mail_from(&from.to_string()).await;
             match self.filtered(d).await? {
                 Filtered::Go(None) => {}
-                Filtered::Go(Some(v)) => {
-                    let v = v.trim_start_matches('<').trim_end_matches('>');
-                    from = if v.is_empty() {
-                        ReversePath::Null
-                    } else {
-                        match Address::parse(v) {
-                            Ok(a) => ReversePath::Address(a),
-                            Err(_) => {
-                                warn!(
-                                    "smtp session={} event=filter-bad-rewrite value=\"{v}\"",
-                                    self.id
-                                );
-                                self.reply(451, "4.3.0", "Filter error, try again later");
-                                return Ok(());
-                            }
-                        }
-                    };
+                Filtered::Go(Some(v)) if v.trim_matches(['<', '>']).is_empty() => {
+                    from = ReversePath::Null
                 }
+                Filtered::Go(Some(v)) => match self.rewritten(&v) {
+                    Some(a) => from = ReversePath::Address(a),
+                    None => return Ok(()),
+                },
                 Filtered::Refused => return Ok(()),
             }
             if let Some(f) = self.filter.as_mut() {
@@ -851,20 +856,10 @@ impl Session {
             let d = f.rcpt_to(&to.to_string()).await;
             match self.filtered(d).await? {
                 Filtered::Go(None) => {}
-                Filtered::Go(Some(v)) => {
-                    let v = v.trim_start_matches('<').trim_end_matches('>');
-                    match Address::parse(v) {
-                        Ok(a) => to = a,
-                        Err(_) => {
-                            warn!(
-                                "smtp session={} event=filter-bad-rewrite value=\"{v}\"",
-                                self.id
-                            );
-                            self.reply(451, "4.3.0", "Filter error, try again later");
-                            return Ok(());
-                        }
-                    }
-                }
+                Filtered::Go(Some(v)) => match self.rewritten(&v) {
+                    Some(a) => to = a,
+                    None => return Ok(()),
+                },
                 Filtered::Refused => return Ok(()),
             }
         }
