@@ -36,6 +36,7 @@ const LEGACY_KEYWORDS: &[&str] = &[
     "via",
     "backup",
     "verify",
+    "junk",
 ];
 
 /// Words that end an optional argument in `action` statements.
@@ -170,6 +171,17 @@ impl Parser<'_> {
                     )?;
                     verdict_pos = opt_pos;
                 }
+                // `deliver to maildir … junk`: the legacy spelling of the action option.
+                "junk" => match &mut kind {
+                    Some(ActionKind::Maildir { junk, .. }) if !*junk => *junk = true,
+                    Some(ActionKind::Maildir { .. }) => return Err(dup(opt_pos, "junk")),
+                    _ => {
+                        return Err(Diagnostic::error(
+                            opt_pos,
+                            "junk goes after deliver to maildir",
+                        ))
+                    }
+                },
                 "via" | "backup" | "tls" | "as" | "hostname" | "pki" | "source" | "auth" => {
                     relay_opt_pos.get_or_insert(opt_pos.clone());
                     self.legacy_relay_option(c, &w, &mut relay, opt_pos)?;

@@ -469,3 +469,20 @@ fn inbound_auth_misuse_is_an_error_at_its_line() {
         assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
     }
 }
+
+#[test]
+fn legacy_maildir_takes_junk() {
+    let c = parse_ok(
+        "accept from any for domain example.org deliver to maildir junk\n\
+         accept for local deliver to maildir \"~/Mail\" junk\n",
+    );
+    let junks: Vec<bool> = c
+        .actions
+        .iter()
+        .map(|a| matches!(a.kind, ActionKind::Maildir { junk: true, .. }))
+        .collect();
+    assert_eq!(junks, vec![true, true]);
+    assert!(first_error("accept for local deliver to mbox junk\n")
+        .contains("junk goes after deliver to maildir"));
+    assert_round_trip("accept for local deliver to maildir junk\n");
+}
