@@ -133,6 +133,15 @@ fn runtime_of(
     ))
 }
 
+/// With greylisting, the hosts we relay mail to are spared it (as OpenBSD's spamlogd does):
+/// their replies to our users' mail are not delayed.
+fn delivered_hook(runtime: &Runtime) -> Option<ownmail_relay::DeliveredHook> {
+    let greylist = runtime.antispam.as_ref()?.greylist_state()?;
+    Some(Arc::new(move |host| {
+        greylist.allow_host(host, std::time::SystemTime::now())
+    }))
+}
+
 /// Each `relay` action as the relay courier needs it, its smarthost credentials looked up in
 /// the action's secrets table (by the URL's LABEL, else by the host name).
 fn relay_routes(config: &Config, tables: &HashMap<String, Table>) -> HashMap<String, RelayRoute> {
@@ -320,6 +329,7 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     let (mut runtime, routes) = runtime_of(checked, &host, &listen_addrs, &args.spool, None)?;
     runtime.filters = filters;
     relay.set_routes(routes);
+    relay.on_delivered(delivered_hook(&runtime));
     let shared = Shared::new(runtime, sink.clone());
     let bouncer = Arc::new(crate::bounce::Bouncer::new(
         host.clone(),
@@ -431,6 +441,7 @@ fn reload(
         }
     };
     relay.set_routes(routes);
+    relay.on_delivered(delivered_hook(&runtime));
     shared.replace_runtime(runtime);
     info!("configuration reloaded from {}", file.display());
 }

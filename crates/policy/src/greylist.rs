@@ -151,6 +151,17 @@ struct Triplet {
     rcpt: Box<str>,
 }
 
+impl Triplet {
+    /// The entry of a host we relay to ([`Greylist::allow_host`]): `*` is no address.
+    fn host(net: Network) -> Triplet {
+        Triplet {
+            net,
+            sender: "*".into(),
+            rcpt: "*".into(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     /// Unix seconds.
@@ -275,6 +286,14 @@ impl Greylist {
         let now = unix_secs(now);
         let delay = self.delay.as_secs();
         let mut state = self.lock();
+        let host = Triplet::host(triplet.net);
+        if state
+            .entries
+            .get(&host)
+            .is_some_and(|e| e.passed && !self.expired(e, now))
+        {
+            return GreyDecision::Pass;
+        }
         let existing = state
             .entries
             .get(&triplet)
@@ -338,6 +357,41 @@ impl Greylist {
             }
         }
         decision
+    }
+
+    /// A host we relayed mail to (as OpenBSD's spamlogd does): mail from its network is not
+    /// greylisted until `expire` after the last delivery to it, so that replies to our users'
+    /// mail are not delayed. Kept as the passed triplet (network, `*`, `*`).
+    pub fn allow_host(&self, host: IpAddr, now: SystemTime) {
+        let triplet = Triplet::host(Network::of(host));
+        let now = unix_secs(now);
+        let mut state = self.lock();
+        let mut entry = match state
+            .entries
+            .get(&triplet)
+            .copied()
+            .filter(|e| e.passed && !self.expired(e, now))
+        {
+            Some(mut e) => {
+                e.last = e.last.max(now);
+                if e.last.saturating_sub(e.logged_last) < REFRESH_INTERVAL.as_secs() {
+                    state.entries.insert(triplet, e);
+                    return;
+                }
+                e
+            }
+            None => Entry {
+                first: now,
+                last: now,
+                passed: true,
+                logged_last: now,
+            },
+        };
+        entry.logged_last = entry.last;
+        state.entries.insert(triplet.clone(), entry);
+        if state.log.is_some() {
+            self.append(&mut state, &triplet, &entry);
+        }
     }
 
     /// Triplets remembered, waiting or passed.
@@ -691,6 +745,34 @@ mod tests {
             GreyDecision::Pass
         );
         assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn hosts_we_relay_to_are_not_greylisted_and_this_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = t0();
+        {
+            let g = Greylist::open(dir.path(), DELAY, EXPIRE).unwrap();
+            assert_eq!(g.check(ip("198.51.100.7"), "a@x", "b@y", t), defer(300));
+            g.allow_host(ip("198.51.100.25"), t);
+            // Its /24: any sender, any recipient, at once.
+            assert_eq!(
+                g.check(ip("198.51.100.7"), "c@z", "b@y", t + secs(1)),
+                GreyDecision::Pass
+            );
+            // Another network still waits.
+            assert_eq!(g.check(ip("203.0.113.7"), "a@x", "b@y", t), defer(300));
+        }
+        let g = Greylist::open(dir.path(), DELAY, EXPIRE).unwrap();
+        assert_eq!(
+            g.check(ip("198.51.100.99"), "d@w", "b@y", t + secs(2)),
+            GreyDecision::Pass
+        );
+        // Until `expire` after the last delivery.
+        assert_eq!(
+            g.check(ip("198.51.100.99"), "d@w", "b@y", t + EXPIRE + secs(10)),
+            defer(300)
+        );
     }
 
     #[test]

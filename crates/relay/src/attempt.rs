@@ -128,6 +128,9 @@ impl RelayCourier {
         match client.transaction(tx, &rcpts).await {
             Ok(results) => {
                 self.pool.put(key, client);
+                if results.iter().any(Result::is_ok) {
+                    self.delivered(peer.addr.ip());
+                }
                 for (&i, result) in sendable.iter().zip(results) {
                     let outcome = match result {
                         Ok(reply) => DeliveryOutcome::Delivered {

@@ -151,7 +151,12 @@ pub struct RelayCourier {
     tls: tls::Connectors,
     routes: RwLock<Arc<HashMap<String, RelayRoute>>>,
     pool: Arc<pool::Pool>,
+    /// Told the address of each host that accepted mail from us (greylisting spares it).
+    delivered_to: RwLock<Option<DeliveredHook>>,
 }
+
+/// See [`RelayCourier::on_delivered`].
+pub type DeliveredHook = Arc<dyn Fn(IpAddr) + Send + Sync>;
 
 impl RelayCourier {
     /// Builds the resolver (reading `/etc/resolv.conf` when `opts.resolvers` is empty) and
@@ -165,6 +170,7 @@ impl RelayCourier {
             tls,
             routes: RwLock::new(Arc::new(HashMap::new())),
             pool: Arc::new(pool::Pool::default()),
+            delivered_to: RwLock::new(None),
         }))
     }
 
@@ -173,6 +179,23 @@ impl RelayCourier {
     pub fn set_routes(&self, routes: HashMap<String, RelayRoute>) {
         let mut slot = self.routes.write().unwrap_or_else(|e| e.into_inner());
         *slot = Arc::new(routes);
+    }
+
+    /// Calls `hook` with the address of every host that accepts at least one recipient from
+    /// us (None: nobody is told).
+    pub fn on_delivered(&self, hook: Option<DeliveredHook>) {
+        *self.delivered_to.write().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    fn delivered(&self, host: IpAddr) {
+        let hook = self
+            .delivered_to
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(host);
+        }
     }
 
     fn routes(&self) -> Arc<HashMap<String, RelayRoute>> {

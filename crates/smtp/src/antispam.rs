@@ -152,6 +152,11 @@ impl AntiSpam {
         }))
     }
 
+    /// The greylist, if configured (the relay tells it the hosts we deliver to).
+    pub fn greylist_state(&self) -> Option<Arc<Greylist>> {
+        self.greylist.clone()
+    }
+
     /// `screen pregreet`: how long to wait before the greeting.
     pub(crate) fn pregreet(&self) -> Option<Duration> {
         self.pregreet
