@@ -1170,6 +1170,13 @@ impl Session {
             now,
         });
         let signature = signature.unwrap_or_default();
+        // Verdict fields that came with the message are not ours (a filter of this listener
+        // may have written them, though): a sender must not say `X-Spam-Status: No` for us.
+        let checked = if spam_fields.is_empty() || self.filter.is_some() {
+            checked
+        } else {
+            without_foreign_verdict(checked, &body)
+        };
         let header = spam_fields + &header;
         let message = match &checked {
             // Our Authentication-Results: on top, forged ones gone (RFC 8601 §5).
@@ -1546,6 +1553,37 @@ impl Session {
             }
             Err(_) => Err(Stop::Lost),
         }
+    }
+}
+
+/// `checked` with the verdict fields of `body` (see [`ownmail_spam::foreign_verdict_fields`])
+/// added to what it removes.
+fn without_foreign_verdict(checked: Option<InboundVerdict>, body: &[u8]) -> Option<InboundVerdict> {
+    let foreign = ownmail_spam::foreign_verdict_fields(body);
+    if foreign.is_empty() {
+        return checked;
+    }
+    match checked {
+        None => Some(InboundVerdict::Accept {
+            prepend: String::new(),
+            remove: foreign,
+            summary: String::new(),
+        }),
+        Some(InboundVerdict::Accept {
+            prepend,
+            mut remove,
+            summary,
+        }) => {
+            // Whole fields of one header section: they never overlap.
+            remove.extend(foreign);
+            remove.sort_by_key(|r| r.start);
+            Some(InboundVerdict::Accept {
+                prepend,
+                remove,
+                summary,
+            })
+        }
+        reject => reject,
     }
 }
 
