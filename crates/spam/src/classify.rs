@@ -63,14 +63,16 @@ fn chi2q(x2: f64, v: usize) -> f64 {
     sum.min(1.0)
 }
 
-/// The classifier's symbol for spam probability `p`: `BAYES_SPAM` +5.0 at ≥ 0.99, +3.0 at
-/// ≥ 0.90; `BAYES_HAM` −3.0 at ≤ 0.01, −1.5 at ≤ 0.10; nothing in between (or for NaN).
+/// The classifier's symbol for spam probability `p`: `BAYES_SPAM` +6.0 at ≥ 0.99, +3.5 at
+/// ≥ 0.90 (a user's own classifier is the strongest signal there is: when it is sure, the
+/// message reaches the usual junk score of 5 even if its sender passes SPF, DKIM and DMARC,
+/// as spammers do for their own domains); `BAYES_HAM` −3.0 at ≤ 0.01, −1.5 at ≤ 0.10; nothing in between (or for NaN).
 pub fn bayes_symbol(p: f64) -> Option<Symbol> {
     let detail = format!("p={p:.3}");
     if p >= 0.99 {
-        Some(Symbol::new("BAYES_SPAM", 5.0, detail))
+        Some(Symbol::new("BAYES_SPAM", 6.0, detail))
     } else if p >= 0.9 {
-        Some(Symbol::new("BAYES_SPAM", 3.0, detail))
+        Some(Symbol::new("BAYES_SPAM", 3.5, detail))
     } else if p <= 0.01 {
         Some(Symbol::new("BAYES_HAM", -3.0, detail))
     } else if p <= 0.1 {
@@ -109,8 +111,17 @@ mod tests {
 
     #[test]
     fn bayes_symbol_bands() {
-        assert_eq!(bayes_symbol(0.995).map(|s| s.score), Some(5.0));
-        assert_eq!(bayes_symbol(0.95).map(|s| s.score), Some(3.0));
+        assert_eq!(bayes_symbol(0.995).map(|s| s.score), Some(6.0));
+        // Sure spam from a sender passing SPF, DKIM and DMARC still reaches junk-score 5.
+        let mut v = crate::Verdict::default();
+        for s in crate::auth_symbols("spf=pass dkim=pass dmarc=pass arc=none")
+            .into_iter()
+            .chain(bayes_symbol(0.999))
+        {
+            v.add(s);
+        }
+        assert!(v.score() >= 5.0, "{}", v.score());
+        assert_eq!(bayes_symbol(0.95).map(|s| s.score), Some(3.5));
         assert_eq!(bayes_symbol(0.5), None);
         assert_eq!(bayes_symbol(f64::NAN), None);
         assert_eq!(bayes_symbol(0.05).map(|s| s.score), Some(-1.5));

@@ -44,8 +44,8 @@
 //! | `DMARC_NONE`         | 0.2    | `dmarc=none` |
 //! | `ARC_PASS`           | -0.1   | `arc=pass` |
 //! | `ARC_FAIL`           | 0.5    | `arc=fail` |
-//! | `BAYES_SPAM`         | 5.0    | classifier probability ≥ 0.99 |
-//! | `BAYES_SPAM`         | 3.0    | classifier probability ≥ 0.90 |
+//! | `BAYES_SPAM`         | 6.0    | classifier probability ≥ 0.99 |
+//! | `BAYES_SPAM`         | 3.5    | classifier probability ≥ 0.90 |
 //! | `BAYES_HAM`          | -1.5   | classifier probability ≤ 0.10 |
 //! | `BAYES_HAM`          | -3.0   | classifier probability ≤ 0.01 |
 //!
