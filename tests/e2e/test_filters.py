@@ -10,8 +10,8 @@ The Debian OpenSMTPD filters are used unchanged:
   refused with a 5xx at the end of DATA and never reaches the queue;
 - a chain { rs, dk } has both effects on one message.
 
-Misbehaving filters are small Python scripts (FILTER below) that do the handshake and then
-crash, hang, write garbage or reject at a chosen phase: the client must get a 4xx (421/451),
+Misbehaving filters are a small Python script (crates/filter/tests/scripted_filter.py, shared
+with the crate's tests) that does the handshake and then crash, hang, write garbage or reject at a chosen phase: the client must get a 4xx (421/451),
 nothing may be delivered or left in the queue, the server must keep running and restart the
 filter, and never answer 250 for a message the filter did not see; a broken filter process
 is killed (crates/filter: "is killed and is restarted"), not left running. A filter's
@@ -24,13 +24,12 @@ each other), on free high ports.
 
 import base64
 import contextlib
-import json
 import os
 import re
+import shlex
 import smtplib
 import socket
 import subprocess
-import textwrap
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    ROOT,
     DnsServer,
     SmtpClient,
     SmtpClosed,
@@ -137,102 +137,29 @@ def dkim_verify(dns, data):
 
 # --------------------------------------------------------------------------- a scripted filter
 
-FILTER = textwrap.dedent(r'''
-    import json, os, sys
-
-    opts = json.load(open(sys.argv[1]))
-    logf = open(opts["log"], "ab", buffering=0) if "log" in opts else None
-    out, inp = sys.stdout.buffer, sys.stdin.buffer
-
-    def log(line):
-        if logf:
-            logf.write(line + b"\n")
-
-    def emit(s):
-        out.write(s + b"\n")
-        out.flush()
-
-    while True:
-        line = inp.readline()
-        if not line:
-            sys.exit(0)
-        line = line.rstrip(b"\n")
-        log(line)
-        if line == b"config|ready":
-            break
-    log(b"pid|%d" % os.getpid())
-    for p in opts.get("phases", "").split(","):
-        if p:
-            emit(b"register|filter|smtp-in|" + p.encode())
-    emit(b"register|ready")
-
-    mode = opts.get("mode")
-    at = opts.get("at")
-    if mode and "once" in opts:
-        if os.path.exists(opts["once"]):
-            mode = None
-        else:
-            open(opts["once"], "w").close()
-
-    while True:
-        line = inp.readline()
-        if not line:
-            sys.exit(0)
-        line = line.rstrip(b"\n")
-        log(line)
-        f = line.split(b"|")
-        if f[0] != b"filter":
-            continue
-        phase, sid, tok = f[4].decode(), f[5], f[6]
-        param = b"|".join(f[7:]).decode("utf-8", "replace")
-        if mode and (at is None or at == phase):
-            if mode == "crash":
-                os._exit(3)
-            if mode == "hang":
-                continue
-            if mode == "garbage":
-                emit(b"this is not the protocol")
-                continue
-            if mode == "binary":
-                out.write(b"\x00\xff\xfe\x1b[2J\x80garbage|||\x00\n")
-                out.flush()
-                continue
-            if mode == "nonsense":
-                emit(b"filter-result|nonsense")
-                continue
-            if mode == "badtoken":
-                emit(b"filter-result|" + sid + b"|00000000deadbeef|proceed")
-                continue
-        if phase == "data-line":
-            emit(b"filter-dataline|" + sid + b"|" + tok + b"|" + line.split(b"|", 7)[7])
-            continue
-        if phase == "mail-from" and param == opts.get("reject-sender"):
-            emit(b"filter-result|" + sid + b"|" + tok + b"|reject|" + opts["reply"].encode())
-            continue
-        emit(b"filter-result|" + sid + b"|" + tok + b"|proceed")
-''')
+# Shared with crates/filter/tests (its docstring lists the options).
+FILTER = ROOT / "crates" / "filter" / "tests" / "scripted_filter.py"
 
 
 class Scripted:
-    """A FILTER script in `root`; `command(...)` is the proc-exec command line."""
+    """The FILTER script, its log and marker files in `root`; `command(...)` is the proc-exec
+    command line."""
 
     def __init__(self, root):
         self.root = Path(root)
-        self.script = self.root / "filter.py"
-        self.script.write_text(FILTER, encoding="utf-8")
         self.log = self.root / "filter.log"
         self.once = self.root / "once"
-        self.opts = self.root / "filter.json"
 
     def command(self, **opts):
-        """Options: phases="a,b" (filter phases to register), mode (crash | hang | garbage |
-        binary | nonsense | badtoken: misbehave at the first request of phase `at`, or of
-        any phase), once (misbehave only in the first process), reject_sender + reply
-        (mail-from of that address gets `reject|REPLY`)."""
-        opts = {k.replace("_", "-"): str(v) for k, v in opts.items()}
-        opts["log"] = str(self.log)
-        self.opts.write_text(json.dumps(opts), encoding="utf-8")
-        return f"{PYTHON} {self.script} {self.opts}"
+        """Options (FILTER's `key=value` arguments, a list value giving the key once per
+        item), e.g. phases="a,b", mode="crash", at="commit", once=PATH,
+        act="mail-from=if:bad@client.test:reject|550 5.7.1 no". The log is always kept."""
+        args = [PYTHON, str(FILTER), f"log={self.log}"]
+        for key, value in opts.items():
+            for v in value if isinstance(value, list) else [value]:
+                args.append(f"{key}={v}")
+        # The command goes into `proc-exec "…"`: quoted for the shell, then for smtpd.conf.
+        return shlex.join(args).replace("\\", "\\\\").replace('"', '\\"')
 
     def lines(self):
         try:
@@ -275,7 +202,7 @@ class BadWorld:
 @pytest.fixture
 def bad_world(ownmail):
     """bad_world(**filter_opts) -> BadWorld (Scripted.command's options; once=True points
-    --once into the world); its server is stopped and its directory removed after the test."""
+    once= into the world); its server is stopped and its directory removed after the test."""
     with contextlib.ExitStack() as stack:
         def _make(**opts):
             root = stack.enter_context(world_tmpdir("om-e2e-filter-"))
@@ -353,6 +280,15 @@ class GoodWorld:
         assert len(files) == 1
         return qid, files[0].read_bytes()
 
+    def send_new(self, listener, what):
+        """A new message through listener `listener` (a key of `ports`), its headers printed
+        as "delivered through `what`": (marker, delivered bytes, header block, header names)."""
+        m = mark(listener)
+        _, data = self.send(self.ports[listener], m)
+        head = headers_of(data)
+        print(f"headers delivered through {what}:\n{head}")
+        return m, data, head, header_names(data)
+
 
 @pytest.fixture(scope="module")
 def good_world(ownmail):
@@ -427,11 +363,7 @@ def test_filter_dkimsign_signature_verifies_with_dkimpy(good_world):
 
 def test_filter_rspamd_adds_its_headers_to_clean_mail(good_world):
     w = good_world
-    m = mark("rs")
-    _, data = w.send(w.ports["rs"], m)
-    head = headers_of(data)
-    names = header_names(data)
-    print("headers delivered through filter-rspamd:\n" + head)
+    m, data, head, names = w.send_new("rs", "filter-rspamd")
     # Observed (Debian 12): "X-Spam-Score: 0.9 / 15" and
     # "X-Spam-Status: Yes, score=0.900 required=15.000\n\ttests=[...]".
     assert re.search(r"^X-Spam-Score: -?\d+(\.\d+)? / \d+(\.\d+)?$", head, re.M), head
@@ -475,11 +407,7 @@ def test_filter_rspamd_refuses_gtube_with_5xx_and_queues_nothing(good_world):
 
 def test_chain_rspamd_then_dkimsign_has_both_effects(good_world):
     w = good_world
-    m = mark("both")
-    _, data = w.send(w.ports["both"], m)
-    head = headers_of(data)
-    names = header_names(data)
-    print("headers delivered through the chain { rs, dk }:\n" + head)
+    m, data, head, names = w.send_new("both", "the chain { rs, dk }")
     assert "X-Spam-Score" in names and "X-Spam-Status" in names, head
     assert names.count("X-Spam") == 1, head
     assert sig_tags(data)["d"] == "example.org"
@@ -663,8 +591,8 @@ def test_filter_writing_garbage_gives_4xx_and_no_panic(bad_world, mode):
 
 
 def test_filter_reject_at_mail_from_is_replied_verbatim(bad_world):
-    w = bad_world(phases="mail-from", reject_sender="bad@client.test",
-                  reply="550 5.7.1 go away")
+    w = bad_world(phases="mail-from",
+                  act="mail-from=if:bad@client.test:reject|550 5.7.1 go away")
     ok = mark("ok")
     c = client(w.port)
     try:
@@ -689,8 +617,8 @@ def test_filter_reject_at_mail_from_is_replied_verbatim(bad_world):
 
 
 def test_filter_reject_with_421_closes_the_session(bad_world):
-    w = bad_world(phases="mail-from", reject_sender="bad@client.test",
-                  reply="421 4.7.0 closing now")
+    w = bad_world(phases="mail-from",
+                  act="mail-from=if:bad@client.test:reject|421 4.7.0 closing now")
     c = client(w.port)
     try:
         c.expect(220)

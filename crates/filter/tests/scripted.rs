@@ -31,28 +31,18 @@ async fn chain_rewrite_feeds_next_filter_and_first_reject_wins() {
     let a_log = s.path("a.log");
     let b_log = s.path("b.log");
     let a = s.conf_command(&[
-        "--log",
-        a_log.to_str().unwrap(),
-        "--phases",
-        "helo,ehlo,mail-from,rcpt-to",
-        "--act",
-        "ehlo=rewrite|renamed.example",
-        "--act",
-        "mail-from=rewrite|rewritten@example.org",
-        "--act",
-        "rcpt-to=reject|550 5.7.1 first says no",
+        &format!("log={}", a_log.display()),
+        "phases=helo,ehlo,mail-from,rcpt-to",
+        "act=ehlo=rewrite|renamed.example",
+        "act=mail-from=rewrite|rewritten@example.org",
+        "act=rcpt-to=reject|550 5.7.1 first says no",
     ]);
     let b = s.conf_command(&[
-        "--log",
-        b_log.to_str().unwrap(),
-        "--reports",
-        "link-identify",
-        "--phases",
-        "ehlo,mail-from,rcpt-to",
-        "--act",
-        "mail-from=rewrite-if:rewritten@example.org:reject|553 5.7.1 saw the rewrite",
-        "--act",
-        "rcpt-to=reject|550 second must not run",
+        &format!("log={}", b_log.display()),
+        "reports=link-identify",
+        "phases=ehlo,mail-from,rcpt-to",
+        "act=mail-from=if:rewritten@example.org:reject|553 5.7.1 saw the rewrite",
+        "act=rcpt-to=reject|550 second must not run",
     ]);
     let conf = format!(
         "filter a proc-exec \"{a}\"\nfilter b proc-exec \"{b}\"\nfilter both chain {{ a, b }}\n\
@@ -117,14 +107,10 @@ async fn junk_marks_the_transaction_and_421_reject_disconnects() {
     let filters = start_one(
         &s,
         &[
-            "--phases",
-            "rcpt-to,data,mail-from",
-            "--act",
-            "rcpt-to=junk",
-            "--act",
-            "data=reject|421 4.7.0 go away",
-            "--act",
-            "mail-from=disconnect|550 5.7.1 bye",
+            "phases=rcpt-to,data,mail-from",
+            "act=rcpt-to=junk",
+            "act=data=reject|421 4.7.0 go away",
+            "act=mail-from=disconnect|550 5.7.1 bye",
         ],
     )
     .await;
@@ -151,9 +137,9 @@ async fn reports_go_only_to_registered_filters_in_protocol_0_6_form() {
     let filters = start_one(
         &s,
         &[
-            "--log", log.to_str().unwrap(),
-            "--reports", "link-connect,link-auth,tx-begin,tx-mail,tx-rcpt,tx-commit,tx-reset,link-disconnect,filter-response",
-            "--phases", "connect,commit",
+            &format!("log={}", log.display()),
+            "reports=link-connect,link-auth,tx-begin,tx-mail,tx-rcpt,tx-commit,tx-reset,link-disconnect,filter-response",
+            "phases=connect,commit",
         ],
     )
     .await;
@@ -198,7 +184,8 @@ async fn reports_go_only_to_registered_filters_in_protocol_0_6_form() {
     let got: Vec<String> = lines
         .iter()
         .map(|l| strip(l))
-        .filter(|l| !l.starts_with("filter|"))
+        // (the script's own `pid|…` line is not protocol)
+        .filter(|l| !l.starts_with("filter|") && !l.starts_with("pid|"))
         .collect();
     let sid = "0123456789abcdef";
     let want = vec![
@@ -244,14 +231,11 @@ async fn data_lines_round_trip_dot_stuffed_through_a_chain() {
     let s = Scripted::new();
     let log = s.path("one.log");
     let one = s.conf_command(&[
-        "--log",
-        log.to_str().unwrap(),
-        "--phases",
-        "data-line",
-        "--header",
-        "X-One: 1",
+        &format!("log={}", log.display()),
+        "phases=data-line",
+        "header=X-One: 1",
     ]);
-    let two = s.conf_command(&["--phases", "data-line", "--header", "X-Two: 2"]);
+    let two = s.conf_command(&["phases=data-line", "header=X-Two: 2"]);
     let conf = format!(
         "filter one proc-exec \"{one}\"\nfilter two proc-exec \"{two}\"\nfilter c chain {{ one, two }}\n\
          listen on lo filter c\n"
@@ -288,7 +272,7 @@ async fn data_lines_round_trip_dot_stuffed_through_a_chain() {
 #[tokio::test]
 async fn message_without_data_line_filters_is_unchanged() {
     let s = Scripted::new();
-    let filters = start_one(&s, &["--phases", "commit"]).await;
+    let filters = start_one(&s, &["phases=commit"]).await;
     let mut f = filters.session("f", SessionId::random()).unwrap();
     let msg = b"Subject: x\r\n\r\nbody\r\n";
     assert_eq!(f.message(TxId(1), msg).await.unwrap(), msg.to_vec());
@@ -300,12 +284,9 @@ async fn misbehaves_then_recovers(mode: &str) {
     let filters = start_one(
         &s,
         &[
-            "--phases",
-            "mail-from",
-            "--mode",
-            mode,
-            "--once",
-            once.to_str().unwrap(),
+            "phases=mail-from",
+            &format!("mode={mode}"),
+            &format!("once={}", once.display()),
         ],
     )
     .await;
@@ -365,7 +346,7 @@ async fn non_error_reply_code_tempfails_and_the_filter_restarts() {
 #[tokio::test]
 async fn hung_data_line_tempfails() {
     let s = Scripted::new();
-    let filters = start_one(&s, &["--phases", "data-line", "--mode", "hang"]).await;
+    let filters = start_one(&s, &["phases=data-line", "mode=hang"]).await;
     let mut f = filters.session("f", SessionId::random()).unwrap();
     let start = Instant::now();
     assert_eq!(f.message(TxId(1), b"a\r\n").await, Err(Decision::TempFail));
@@ -375,7 +356,7 @@ async fn hung_data_line_tempfails() {
 #[tokio::test]
 async fn a_session_started_while_the_filter_is_down_tempfails_its_phases() {
     let s = Scripted::new();
-    let filters = start_one(&s, &["--phases", "mail-from", "--mode", "crash"]).await;
+    let filters = start_one(&s, &["phases=mail-from", "mode=crash"]).await;
     let mut f = filters.session("f", SessionId::random()).unwrap();
     assert_eq!(f.mail_from("a@example.org").await, Decision::TempFail);
     // Immediately after: the restart (100 ms backoff) may not have happened yet.
@@ -424,7 +405,7 @@ async fn startup_failure_names_the_filter() {
 #[tokio::test]
 async fn unknown_filter_name_has_no_session() {
     let s = Scripted::new();
-    let filters = start_one(&s, &["--phases", "commit"]).await;
+    let filters = start_one(&s, &["phases=commit"]).await;
     assert!(filters.session("nope", SessionId::random()).is_none());
 }
 
@@ -436,12 +417,9 @@ async fn many_sessions_share_one_process() {
         start_one(
             &s,
             &[
-                "--log",
-                log.to_str().unwrap(),
-                "--phases",
-                "rcpt-to",
-                "--act",
-                "rcpt-to=rewrite-if:bad@x:reject|550 no",
+                &format!("log={}", log.display()),
+                "phases=rcpt-to",
+                "act=rcpt-to=if:bad@x:reject|550 no",
             ],
         )
         .await,

@@ -32,100 +32,12 @@ pub fn fast() -> Settings {
     }
 }
 
-/// A filter written in Python for tests. Arguments (all optional):
-///   --log FILE            append every line received (handshake included)
-///   --reports a,b         report events to register
-///   --phases a,b          filter phases to register
-///   --act PHASE=ANSWER    answer for a phase, e.g. `mail-from=reject|550 5.7.1 no`;
-///                         ANSWER `rewrite-if:VALUE:REPLY` answers REPLY when the parameter
-///                         is VALUE, else proceed
-///   --header "H: v"       data-line: add this line before the message
-///   --mode M              garbage | crash | hang | badtoken | badcode: misbehave at the
-///                         first filter request
-///   --once FILE           misbehave only if FILE does not exist yet (it is then created)
-pub const SCRIPT: &str = r#"
-import sys, os
+/// The scripted filter shared with tests/e2e/test_filters.py; its docstring lists the
+/// options, passed as `key=value` arguments (e.g. `phases=mail-from`, `mode=crash`,
+/// `act=rcpt-to=reject|550 5.7.1 no`, `log=FILE`).
+pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripted_filter.py");
 
-args = sys.argv[1:]
-opts = {"act": {}}
-i = 0
-while i < len(args):
-    k = args[i][2:]; v = args[i + 1]; i += 2
-    if k == "act":
-        p, a = v.split("=", 1); opts["act"][p] = a
-    else:
-        opts[k] = v
-
-logf = open(opts["log"], "ab", buffering=0) if "log" in opts else None
-out = sys.stdout.buffer
-inp = sys.stdin.buffer
-
-def log(line):
-    if logf:
-        logf.write(line + b"\n")
-
-def emit(s):
-    out.write(s + b"\n"); out.flush()
-
-while True:
-    line = inp.readline()
-    if not line:
-        sys.exit(0)
-    line = line.rstrip(b"\n")
-    log(line)
-    if line == b"config|ready":
-        break
-
-for e in filter(None, opts.get("reports", "").split(",")):
-    emit(b"register|report|smtp-in|" + e.encode())
-for p in filter(None, opts.get("phases", "").split(",")):
-    emit(b"register|filter|smtp-in|" + p.encode())
-emit(b"register|ready")
-
-mode = opts.get("mode")
-if mode and "once" in opts:
-    if os.path.exists(opts["once"]):
-        mode = None
-    else:
-        open(opts["once"], "w").close()
-first_data = set()
-
-while True:
-    line = inp.readline()
-    if not line:
-        sys.exit(0)
-    line = line.rstrip(b"\n")
-    log(line)
-    f = line.split(b"|")
-    if f[0] != b"filter":
-        continue
-    phase, sid, tok = f[4], f[5], f[6]
-    if mode == "crash":
-        sys.exit(3)
-    if mode == "hang":
-        continue
-    if mode == "garbage":
-        emit(b"this is not the protocol"); continue
-    if mode == "badtoken":
-        emit(b"filter-result|" + sid + b"|00000000deadbeef|proceed"); continue
-    if mode == "badcode":
-        emit(b"filter-result|" + sid + b"|" + tok + b"|reject|250 all good"); continue
-    if phase == b"data-line":
-        payload = line.split(b"|", 7)[7]
-        if "header" in opts and (sid, tok) not in first_data:
-            first_data.add((sid, tok))
-            emit(b"filter-dataline|" + sid + b"|" + tok + b"|" + opts["header"].encode())
-        emit(b"filter-dataline|" + sid + b"|" + tok + b"|" + payload)
-        continue
-    param = b"|".join(f[7:]).decode("utf-8", "replace")
-    act = opts["act"].get(phase.decode(), "proceed")
-    if act.startswith("rewrite-if:"):
-        _, value, reply = act.split(":", 2)
-        act = reply if param.split("|")[-1] == value else "proceed"
-    emit(b"filter-result|" + sid + b"|" + tok + b"|" + act.encode())
-"#;
-
-/// A temp dir holding the scripted filter.
+/// A temp dir for the scripted filter's logs and marker files.
 pub struct Scripted {
     pub dir: tempfile::TempDir,
 }
@@ -133,7 +45,6 @@ pub struct Scripted {
 impl Scripted {
     pub fn new() -> Scripted {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("filter.py"), SCRIPT).expect("write script");
         Scripted { dir }
     }
 
@@ -141,10 +52,11 @@ impl Scripted {
         self.dir.path().join(name)
     }
 
-    /// The shell command running the script with these arguments (each single-quoted).
+    /// The shell command running the script with these `key=value` arguments (each
+    /// single-quoted).
     pub fn command(&self, args: &[&str]) -> String {
-        let mut cmd = format!("exec /usr/bin/python3 {}", self.path("filter.py").display());
-        for a in args {
+        let mut cmd = String::from("exec /usr/bin/python3");
+        for a in std::iter::once(&SCRIPT).chain(args) {
             cmd.push_str(&format!(" '{}'", a.replace('\'', r"'\''")));
         }
         cmd
