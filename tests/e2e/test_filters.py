@@ -678,3 +678,38 @@ def test_filter_that_cannot_start_stops_serve_at_start(ownmail, om, command, che
         with socket.socket() as s:
             s.settimeout(2)
             assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_filter_rewrites_of_mail_from_and_rcpt_to_are_routed_and_delivered(bad_world):
+    """A `rewrite` of RCPT TO is routed as if the client had given it (an address we would
+    refuse becomes the mailbox it names), one of MAIL FROM is the envelope sender
+    (Return-Path:); a rewrite that is not an address gets 451 and nothing is accepted."""
+    w = bad_world(phases="mail-from,rcpt-to", act=[
+        "mail-from=if:alias@client.test:rewrite|<real@client.test>",
+        "rcpt-to=if:nobody@example.org:rewrite|m@example.org",
+        "rcpt-to=if:broken@example.org:rewrite|not an address",
+    ])
+    ok = mark("rewritten")
+    c = client(w.port)
+    try:
+        c.expect(220)
+        c.ehlo()
+        c.cmd("MAIL FROM:<alias@client.test>", 250)
+        c.cmd("RCPT TO:<nobody@example.org>", 250)
+        r = send_data(c, make_message(ok, sender="alias@client.test", to="nobody@example.org"))
+        assert r.code == 250, f"{r}\n{c.dialogue()}"
+        # Control: without its rewrite, nobody@ is not a recipient of ours.
+        c.cmd("MAIL FROM:<real@client.test>", 250)
+        r = c.cmd("RCPT TO:<other@example.org>")
+        assert r.code == 550, f"{r}\n{c.dialogue()}"
+        r = c.cmd("RCPT TO:<broken@example.org>")
+        assert r.code == 451, f"{r}\n{c.dialogue()}"
+        c.cmd("QUIT", 221)
+    finally:
+        c.close()
+    [path] = wait_delivered(w.setup.maildir, ok, server=w.server)
+    head = open(path, "rb").read().split(b"\n\n", 1)[0]
+    assert b"Return-Path: <real@client.test>" in head, head
+    assert b"Delivered-To: m@example.org" in head, head
+    w.server.wait_for(r'event=filter-bad-rewrite value="not an address"', 5)
+    w.assert_running()

@@ -11,7 +11,8 @@ Usage: python3 scripted_filter.py [KEY=VALUE ...]; every option is optional:
   act=PHASE=ANSWER  the answer for a phase (repeatable; default `proceed`), e.g.
                     `act=mail-from=reject|550 5.7.1 no`, `act=rcpt-to=junk`,
                     `act=ehlo=rewrite|other.name`; ANSWER `if:VALUE:REPLY` answers REPLY
-                    when the request's last parameter is VALUE, else `proceed`
+                    when the request's last parameter is VALUE; several acts for one phase
+                    are tried in order, the first that applies answers, else `proceed`
   header=LINE       data-line: add LINE before each message (the data lines themselves
                     are echoed unchanged)
   mode=M            misbehave at a filter request: crash (exit 3) | hang (no answer) |
@@ -34,7 +35,7 @@ for arg in sys.argv[1:]:
         sys.exit(f"scripted_filter.py: unknown option {arg!r} (known: {sorted(KEYS)})")
     if key == "act":
         phase, _, answer = value.partition("=")
-        acts[phase] = answer
+        acts.setdefault(phase, []).append(answer)
     else:
         opts[key] = value
 
@@ -112,8 +113,15 @@ while True:
         emit(b"filter-dataline|" + sid + b"|" + tok + b"|" + line.split(b"|", 7)[7])
         continue
     param = b"|".join(f[7:]).decode("utf-8", "replace")
-    act = acts.get(phase, "proceed")
-    if act.startswith("if:"):
-        _, value, reply = act.split(":", 2)
-        act = reply if param.split("|")[-1] == value else "proceed"
+    # The first answer that applies: an unconditional one, or an `if:` whose value matches.
+    act = "proceed"
+    for answer in acts.get(phase, []):
+        if answer.startswith("if:"):
+            _, value, reply = answer.split(":", 2)
+            if param.split("|")[-1] == value:
+                act = reply
+                break
+        else:
+            act = answer
+            break
     emit(b"filter-result|" + sid + b"|" + tok + b"|" + act.encode())
