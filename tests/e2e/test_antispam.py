@@ -17,6 +17,10 @@ The sender domain sender.test publishes SPF for the outside addresses, a DKIM ke
 `ownmail dkim keygen`; messages are signed with dkimpy) and DMARC p=none; every outside
 address has a PTR record whose name resolves back to it, so that a well-formed message from
 there carries no header or connection penalties worth speaking of.
+
+The greylisting world with `allow <grey_ok>` also relays local mail (`action "out" relay`) to
+an SMTP sink at 198.51.100.25 in the outside namespace (routed on eth0 from the server), whose
+/24 holds a second outside client, 198.51.100.7: the network of a host we relay to is spared.
 """
 
 import contextlib
@@ -40,6 +44,7 @@ from conftest import (
     NsSMTP,
     SmtpClient,
     SmtpClosed,
+    SmtpSink,
     _ip,
     assert_no_panic,
     auth_plain,
@@ -420,10 +425,10 @@ IMAP_LINES = (
 )
 
 
-def write_conf(root, dns, lines, *, imap=False):
+def write_conf(root, dns, lines, *, imap=False, tail=()):
     """smtpd.conf: the test resolver, user m (passwd: table: AUTH, delivery, IMAP), the
     anti-spam `lines`, listeners on 127.0.0.1:25, 192.0.2.10:25 and 192.0.2.10:587 (AUTH),
-    `maildir "~/" junk`."""
+    `maildir "~/" junk`, then the `tail` lines (more actions and match rules)."""
     etc = root / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     etc.chmod(0o755)
@@ -451,6 +456,7 @@ def write_conf(root, dns, lines, *, imap=False):
         "",
         'action "vmail" maildir "~/" junk virtual <valiases> userbase <vusers>',
         'match from any for domain "example.org" action "vmail"',
+        *tail,
     ]) + "\n"
     conf = root / "smtpd.conf"
     conf.write_text(text, encoding="utf-8")
@@ -458,7 +464,7 @@ def write_conf(root, dns, lines, *, imap=False):
 
 
 @contextlib.contextmanager
-def antispam_world(ownmail, pki, dkim_key, lines, *, imap=False, dns_setup=None):
+def antispam_world(ownmail, pki, dkim_key, lines, *, imap=False, dns_setup=None, tail=()):
     key, dkim_strings = dkim_key
     with world_tmpdir("om-antispam-") as root, make_netns(eth0=True) as ns, \
             make_netns(eth0=False) as outside:
@@ -487,7 +493,7 @@ def antispam_world(ownmail, pki, dkim_key, lines, *, imap=False, dns_setup=None)
             rcode, answers = dns_query(ns, dns, SENDER_DOMAIN, "TXT")
             assert rcode == "NOERROR" and any("v=spf1" in a for a in answers), (
                 f"the test DNS server does not serve sender.test's SPF: {rcode} {answers}")
-            conf = write_conf(root, dns, lines, imap=imap)
+            conf = write_conf(root, dns, lines, imap=imap, tail=tail)
             world = World(ownmail, pki, root, ns, outside, dns, conf, key)
             world.start()
             yield world
@@ -889,6 +895,158 @@ def test_greylisting_spares_authenticated_loopback_and_allowlisted_clients(grey_
         assert r.code == 250, (
             f"{OUTSIDE_ADDRS[2]} is listed in the allow zone {ALLOW}: not greylisted, got:\n"
             f"{r}\n{c.dialogue()}\n{w.log_tail()}")
+
+
+# ================================================= greylisting: allow table, hosts we relay to
+
+FRIENDLY = "friendly.test"              # in the allow table; SPF passes for 192.0.2.12 only
+C_ALLOWNET = OUTSIDE_ADDRS[2]           # 192.0.2.13/32 is in the allow table
+C_SPF_OK, C_SPF_FAIL = OUTSIDE_ADDRS[1], OUTSIDE_ADDRS[3]
+REMOTE = "remote.test"                  # MX 10 mx.remote.test (the sink, 198.51.100.25)
+REMOTE_MX = "198.51.100.25"
+C_REMOTE_NET = "198.51.100.7"           # another host of the MX's /24, a client of ours
+REMOTE_NET_LINE = re.compile(r"^p \d+ \d+ 198\.51\.100\.0/24 \* \*$", re.M)
+
+
+def grey_allow_setup(dns):
+    dns.set(FRIENDLY, "TXT", [f"v=spf1 ip4:{C_SPF_OK} -all"])
+    dns.set(REMOTE, "MX", [(10, f"mx.{REMOTE}")])
+    dns.set(f"mx.{REMOTE}", "A", [REMOTE_MX])
+
+
+@pytest.fixture(scope="module")
+def grey_allow_world(ownmail, pki, dkim_key, tmp_path_factory):
+    """greylist delay 3s allow <grey_ok> (192.0.2.13/32 and friendly.test), and a relay for
+    local clients to an MX (an SMTP sink) at 198.51.100.25 in the outside namespace, whose
+    /24 holds the outside client 198.51.100.7 too (routed on eth0 from the server)."""
+    d = tmp_path_factory.mktemp("antispam-greyallow")
+    d.chmod(0o755)
+    table = d / "grey_ok"
+    table.write_text(f"# networks and sender domains spared greylisting\n{C_ALLOWNET}/32\n"
+                     f"{FRIENDLY}\n", encoding="utf-8")
+    table.chmod(0o644)
+    lines = (f"table grey_ok file:{table}", "greylist delay 3s expire 1d allow <grey_ok>")
+    tail = ('action "out" relay', 'match from local for any action "out"')
+    with antispam_world(ownmail, pki, dkim_key, lines, dns_setup=grey_allow_setup,
+                        tail=tail) as w:
+        for a in (REMOTE_MX, C_REMOTE_NET):
+            _ip("-n", w.outside.name, "addr", "add", f"{a}/24", "dev", "eth0p")
+        _ip("-n", w.ns.name, "route", "add", "198.51.100.0/24", "dev", "eth0")
+        sink = SmtpSink(REMOTE_MX, 25, ns=w.outside, hostname=f"mx.{REMOTE}").start()
+        w.sink = sink
+        try:
+            yield w
+        finally:
+            sink.stop()
+
+
+def test_greylisting_spares_the_allow_tables_networks_and_its_domains_when_spf_passes(
+        grey_allow_world):
+    w = grey_allow_world
+    tag = uuid.uuid4().hex[:8]
+    # control: a sender domain that is not in the table, SPF passing, is greylisted
+    r, c = rcpt_reply(w, f"ctl-{tag}@{SENDER_DOMAIN}", source=C_SPF_OK)
+    with c:
+        assert r.code == 451 and r.enhanced == "4.7.1", (
+            f"{SENDER_DOMAIN} is not in <grey_ok> (its SPF passes): a new triplet must be "
+            f"greylisted, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+
+    r, c = rcpt_reply(w, f"net-{tag}@{SENDER_DOMAIN}", source=C_ALLOWNET)
+    with c:
+        assert r.code == 250, (
+            f"{C_ALLOWNET}/32 is in <grey_ok>: a new triplet from it passes at once, got:\n"
+            f"{r}\n{c.dialogue()}\n{w.log_tail()}")
+
+    m = marker("friendly")
+    sender = f"x-{tag}@{FRIENDLY}"
+    r, c = rcpt_reply(w, sender, source=C_SPF_OK)
+    with c:
+        assert r.code == 250, (
+            f"{FRIENDLY} is in <grey_ok> and its SPF passes for {C_SPF_OK}: a new triplet "
+            f"passes at once, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+        r = send_data(c, clean_message(m, sender=sender))
+        assert r.code == 250, f"{r}\n{c.dialogue()}"
+        c.cmd("QUIT", 221)
+    assert w.landed(m).folder == "inbox"
+
+    r, c = rcpt_reply(w, f"y-{tag}@{FRIENDLY}", source=C_SPF_FAIL)
+    with c:
+        assert r.code == 451 and r.enhanced == "4.7.1", (
+            f"{FRIENDLY} is in <grey_ok> but its SPF fails for {C_SPF_FAIL}: a new triplet "
+            f"must be greylisted, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+
+
+def greylist_file(w):
+    try:
+        return (w.spool / "greylist").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def test_greylisting_spares_the_network_of_a_host_we_relayed_to_also_after_a_restart(
+        grey_allow_world):
+    w = grey_allow_world
+    tag = uuid.uuid4().hex[:8]
+    assert not REMOTE_NET_LINE.search(greylist_file(w)), (
+        f"198.51.100.0/24 is allowed before any relay:\n{greylist_file(w)}")
+    # control: before we relay to its MX, a client of that network is greylisted
+    r, c = rcpt_reply(w, f"pre-{tag}@{SENDER_DOMAIN}", source=C_REMOTE_NET)
+    with c:
+        assert r.code == 451 and r.enhanced == "4.7.1", (
+            f"{C_REMOTE_NET} before any relay to {REMOTE_MX}: a new triplet must be "
+            f"greylisted, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+
+    # a local user's mail to bob@remote.test is relayed to its MX, which accepts it
+    m = marker("relayed")
+    msg = (f"From: <{RCPT}>\r\nTo: <bob@{REMOTE}>\r\nSubject: reply please {m}\r\n"
+           f"Date: {email.utils.formatdate(localtime=True)}\r\n"
+           f"Message-ID: <{m}@example.org>\r\n\r\nHello Bob,\r\n-- {m}\r\n").encode()
+    with w.local_smtp() as s:
+        smtp_send(s, RCPT, [f"bob@{REMOTE}"], msg)
+    got = []
+    for _ in deadline_loop(20, 0.1):
+        got = w.sink.messages_with(m)
+        if got:
+            break
+    assert got, (f"the message to bob@{REMOTE} did not reach its MX {REMOTE_MX} within 20s "
+                 f"(sink: {w.sink.connections} connections, refusals {w.sink.refusals})\n"
+                 f"{w.log_tail()}")
+    # the MX's network is written to SPOOL/greylist once the MX said 250 to our DATA
+    for _ in deadline_loop(10, 0.05):
+        if REMOTE_NET_LINE.search(greylist_file(w)):
+            break
+    state = greylist_file(w)
+    assert REMOTE_NET_LINE.search(state), (
+        f"no `p FIRST LAST 198.51.100.0/24 * *` line in SPOOL/greylist after relaying to "
+        f"{REMOTE_MX}:\n{state}\n{w.log_tail()}")
+
+    m = marker("fromremote")
+    sender = f"bob-{tag}@{SENDER_DOMAIN}"
+    r, c = rcpt_reply(w, sender, source=C_REMOTE_NET)
+    with c:
+        assert r.code == 250, (
+            f"we relayed to {REMOTE_MX}: a new triplet from its /24 ({C_REMOTE_NET}) passes "
+            f"at once, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+        r = send_data(c, clean_message(m, sender=sender))
+        assert r.code == 250, f"{r}\n{c.dialogue()}"
+        c.cmd("QUIT", 221)
+    assert w.landed(m).folder == "inbox"
+
+    # other networks are still greylisted
+    r, c = rcpt_reply(w, f"other-{tag}@{SENDER_DOMAIN}", source=OUTSIDE)
+    with c:
+        assert r.code == 451 and r.enhanced == "4.7.1", (
+            f"{OUTSIDE} is not in the network we relayed to: a new triplet must still be "
+            f"greylisted, got:\n{r}\n{c.dialogue()}")
+
+    # the allowed network is kept in SPOOL/greylist: after a restart it still passes
+    w.restart()
+    r, c = rcpt_reply(w, f"after-{tag}@{SENDER_DOMAIN}", source=C_REMOTE_NET)
+    with c:
+        assert r.code == 250, (
+            f"after a restart (same spool) the network of {REMOTE_MX} must still pass at "
+            f"once, got:\n{r}\n{c.dialogue()}\n{greylist_file(w)}\n{w.log_tail()}")
+    assert_no_panic(w.server.log)
 
 
 # =========================================================================== rate limits
