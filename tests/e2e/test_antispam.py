@@ -531,6 +531,21 @@ def test_clean_signed_message_from_outside_is_scored_and_lands_in_inbox(spam_wor
     assert "GTUBE" not in st.symbols, st
 
 
+def test_verdict_fields_from_outside_are_replaced_by_ours(spam_world):
+    """A sender cannot speak for us: X-Spam fields it wrote (here claiming spam, which would
+    file a clean message into Junk) are gone; ours are the only ones."""
+    w = spam_world
+    m = marker("forged")
+    forged = ("X-Spam: yes", "X-Spam-Score: 99.0",
+              "X-Spam-Status: Yes, score=99.0 required=5.0\r\n\ttests=FORGED(99.0)",
+              "X-Ownmail-Junk: forged")
+    w.send(w.sign(clean_message(m, extra_headers=forged)))
+    d = w.landed(m)
+    st = check_scored(d, SPAM_J)  # exactly one X-Spam-Score, consistent with where it is
+    assert st.flag == "No" and d.folder == "inbox" and "FORGED" not in st.symbols, d.show()
+    assert not d.all("X-Ownmail-Junk") and "99" not in " ".join(d.all("X-Spam-Status")), d.show()
+
+
 def test_gtube_is_refused_at_the_end_of_data_and_nothing_is_delivered(spam_world):
     w = spam_world
     m = marker("gtube")
