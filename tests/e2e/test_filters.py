@@ -713,3 +713,24 @@ def test_filter_rewrites_of_mail_from_and_rcpt_to_are_routed_and_delivered(bad_w
     assert b"Delivered-To: m@example.org" in head, head
     w.server.wait_for(r'event=filter-bad-rewrite value="not an address"', 5)
     w.assert_running()
+
+
+def test_reload_that_changes_the_filters_says_so_and_keeps_the_running_ones(bad_world):
+    w = bad_world(phases="mail-from")
+    conf = w.setup.conf
+    text = conf.read_text(encoding="utf-8")
+    assert "filter bad proc-exec" in text, text
+    conf.write_text(text.replace("filter bad proc-exec",
+                                 'filter spare proc-exec "/bin/cat"\nfilter bad proc-exec', 1),
+                    encoding="utf-8")
+    w.server.hup()
+    w.server.wait_for(r"reload event=filters-changed", 10)
+    w.server.wait_for(r"configuration reloaded", 10)
+    ok = mark("after-reload")
+    r, _, dialogue = transaction(w.port, ok)
+    assert r is not None and r.code == 250, dialogue
+    wait_delivered(w.setup.maildir, ok, server=w.server)
+    # The filter that was running saw it (one process since the start), nothing new started.
+    assert w.filt.saw(b"|mail-from|") and w.filt.count("config|ready") == 1
+    assert len(w.server.grep(r"filter started")) == 1
+    w.assert_running()

@@ -433,6 +433,28 @@ fn reload(
         return;
     }
     let previous = shared.runtime();
+    // Filter processes and listeners were started with the server: say so when the new
+    // configuration would change them, instead of silently running the old ones.
+    let filters_of = |c: &Config| {
+        (
+            format!(
+                "{:?}",
+                c.filters
+                    .iter()
+                    .map(|f| (&f.name, &f.kind))
+                    .collect::<Vec<_>>()
+            ),
+            c.listeners
+                .iter()
+                .map(|l| l.filter.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    if filters_of(&checked.config) != filters_of(previous.rules.config()) {
+        warn!(
+            "reload event=filters-changed: the filter lines changed; the running filters are              kept until ownmail is restarted"
+        );
+    }
     let (runtime, routes) = match runtime_of(checked, host, listen_addrs, spool, Some(&previous)) {
         Ok(r) => r,
         Err(e) => {
