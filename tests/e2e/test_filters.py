@@ -734,3 +734,17 @@ def test_reload_that_changes_the_filters_says_so_and_keeps_the_running_ones(bad_
     assert w.filt.saw(b"|mail-from|") and w.filt.count("config|ready") == 1
     assert len(w.server.grep(r"filter started")) == 1
     w.assert_running()
+
+
+def test_filters_are_told_the_clients_reverse_dns_at_connect(bad_world):
+    """`link-connect` and the `connect` phase carry the client's PTR name and whether it is
+    forward-confirmed, looked up by the server (127.0.0.1 is `localhost`, confirmed)."""
+    w = bad_world(reports="link-connect", phases="connect")
+    ok = mark("rdns")
+    r, _, dialogue = transaction(w.port, ok)
+    assert r is not None and r.code == 250, dialogue
+    wait_delivered(w.setup.maildir, ok, server=w.server)
+    connects = [l for l in w.filt.lines() if b"|link-connect|" in l]
+    assert connects and b"|localhost|pass|127.0.0.1:" in connects[-1], connects
+    phases = [l for l in w.filt.lines() if b"|connect|" in l and l.startswith(b"filter|")]
+    assert phases and phases[-1].endswith(b"|localhost|127.0.0.1"), phases

@@ -281,6 +281,7 @@ mod tests {
                 checker: None,
                 antispam: None,
                 filters: None,
+                rdns: None,
             },
             sink.clone(),
         );

@@ -128,6 +128,7 @@ fn runtime_of(
             antispam,
             // Filter processes live as long as the server: `run` starts them, `reload` keeps them.
             filters: previous.and_then(|r| r.filters.clone()),
+            rdns: previous.and_then(|r| r.rdns.clone()),
         },
         routes,
     ))
@@ -326,8 +327,21 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
     } else {
         None
     };
+    let rdns = match &filters {
+        Some(_) => {
+            let dns =
+                ownmail_policy::resolver(&checked.config.resolvers, ownmail_smtp::SCREEN_TIMEOUT)?;
+            Some(Arc::new(ownmail_policy::Screener::new(
+                dns,
+                Vec::new(),
+                ownmail_smtp::SCREEN_TIMEOUT,
+            )))
+        }
+        None => None,
+    };
     let (mut runtime, routes) = runtime_of(checked, &host, &listen_addrs, &args.spool, None)?;
     runtime.filters = filters;
+    runtime.rdns = rdns;
     relay.set_routes(routes);
     relay.on_delivered(delivered_hook(&runtime));
     let shared = Shared::new(runtime, sink.clone());

@@ -477,6 +477,11 @@ pub(crate) struct ClientState {
 }
 
 impl ClientState {
+    /// Whether the client's lookups were started (or are done).
+    pub(crate) fn looking_up(&self) -> bool {
+        self.pending.is_some() || self.result.is_some()
+    }
+
     /// Collects the answer of the lookups started at connect (bounded).
     async fn settle(&mut self) {
         if let Some(task) = self.pending.take() {

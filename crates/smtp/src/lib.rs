@@ -109,6 +109,9 @@ pub struct Runtime {
     /// The OpenSMTPD filter processes (`filter NAME proc-exec`), started with the server and
     /// kept across reloads.
     pub filters: Option<Arc<ownmail_filter::Filters>>,
+    /// Reverse DNS for the filters' `connect` (rdns, fcrdns) when the anti-spam checks do not
+    /// look it up already; None without filters.
+    pub rdns: Option<Arc<ownmail_policy::Screener>>,
 }
 
 /// What every session of every listener shares.

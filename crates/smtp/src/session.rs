@@ -384,6 +384,14 @@ impl Session {
                 Endpoint::Unix("sendmail.sock".to_string()),
             ),
         };
+        if let (false, Some(screener), Some(ip)) = (
+            self.client.looking_up(),
+            runtime.rdns.clone(),
+            self.peer.ip(),
+        ) {
+            self.client.pending =
+                Some(tokio::spawn(async move { screener.screen(ip, true).await }));
+        }
         let (rdns, fcrdns) = self.client.rdns().await;
         let Some(f) = self.filter.as_mut() else {
             return Ok(());

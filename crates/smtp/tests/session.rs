@@ -74,6 +74,7 @@ async fn connect(limits: Limits) -> Client {
             checker: None,
             antispam: None,
             filters: None,
+            rdns: None,
         },
         queue.clone(),
     );
