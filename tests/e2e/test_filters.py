@@ -748,3 +748,85 @@ def test_filters_are_told_the_clients_reverse_dns_at_connect(bad_world):
     assert connects and b"|localhost|pass|127.0.0.1:" in connects[-1], connects
     phases = [l for l in w.filt.lines() if b"|connect|" in l and l.startswith(b"filter|")]
     assert phases and phases[-1].endswith(b"|localhost|127.0.0.1"), phases
+
+
+# --------------------------------------------------------------------------- built-in filters
+
+ARTICLE_BUILTINS = r"""filter check_dyndns phase connect match rdns regex { '.*\.dyn\..*', '.*\.dsl\..*' } disconnect "550 no residential connections"
+filter check_rdns phase connect match !rdns disconnect "550 no rDNS is so 80s"
+filter check_fcrdns phase connect match !fcrdns disconnect "550 no FCrDNS is so 80s"
+filter rspamd proc-exec "/usr/libexec/opensmtpd/filter-rspamd"
+listen on 127.0.0.1 port 2525 filter { check_dyndns, check_rdns, check_fcrdns, rspamd }
+"""
+
+
+def test_check_accepts_builtin_filters_and_inline_filter_lists(ownmail, tmp_path):
+    conf = tmp_path / "smtpd.conf"
+    conf.write_text(ARTICLE_BUILTINS)
+    r = subprocess.run([ownmail, "check", "-f", conf], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([ownmail, "check", "--print", "-f", conf], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "filter { check_dyndns, check_rdns, check_fcrdns, rspamd }" in r.stdout, r.stdout
+    # A condition that does not fit the phase is an error at its line and column.
+    conf.write_text('filter f phase connect match mail-from regex { ".*" } reject "550 no"\n'
+                    "listen on lo filter { f }\n")
+    r = subprocess.run([ownmail, "check", "-f", conf], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0
+    assert f"{conf}:1:30:" in r.stderr and "cannot be tested at phase connect" in r.stderr, \
+        r.stderr
+
+
+def test_builtin_filters_before_a_proc_exec_filter(ownmail):
+    """listen … filter { bad_sender, evil_helo, scripted }: the built-ins refuse a sender and
+    a HELO name (no DNS needed); what they pass reaches the scripted filter and is delivered."""
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(world_tmpdir("om-e2e-builtin-"))
+        filt = Scripted(root)
+        port = free_port()
+        setup = write_vmail_conf(
+            root, listens=[f"listen on 127.0.0.1 port {port} "
+                           "filter { bad_sender, evil_helo, scripted }"],
+            extra=[r"filter bad_sender phase mail-from match mail-from regex { '.*@bad\.test' }"
+                   ' reject "550 5.7.1 bad sender"',
+                   "filter evil_helo phase helo match helo { 'evil.test' }"
+                   ' disconnect "421 4.7.0 go away"',
+                   f'filter scripted proc-exec "{filt.command(phases="mail-from")}"'])
+        server = start_ownmail(ownmail, setup.conf)
+        stack.callback(stop_ownmail, server)
+        server.wait_for(r"ownmail ready", 15)
+
+        # mail-from regex: 550 at MAIL FROM, the scripted filter never sees the sender.
+        c = client(port)
+        try:
+            assert c.reply().code == 220
+            assert c.cmd("EHLO client.test").code == 250
+            r = c.cmd("MAIL FROM:<spammer@bad.test>")
+            assert r.code == 550 and "bad sender" in str(r), c.dialogue()
+            r = c.cmd(f"MAIL FROM:<{SENDER}>")
+            assert r.code == 250, c.dialogue()
+        finally:
+            c.close()
+        assert not filt.saw("spammer@bad.test")
+        assert filt.saw(SENDER)
+
+        # helo table: HELO evil.test is answered 421 and the connection closed.
+        c = client(port)
+        try:
+            assert c.reply().code == 220
+            r = c.cmd("HELO evil.test")
+            assert r.code == 421 and "go away" in str(r), c.dialogue()
+            with pytest.raises(SmtpClosed):
+                c.cmd("NOOP")
+        finally:
+            c.close()
+
+        # Everything else is delivered.
+        m = mark("builtin")
+        with smtp(port) as s:
+            smtp_send(s, SENDER, [RCPT], make_message(m, sender=SENDER))
+        assert len(wait_delivered(setup.maildir, m, server=server)) == 1
+        assert_no_panic(server.log)

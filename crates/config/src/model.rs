@@ -533,6 +533,182 @@ impl Score {
 pub enum FilterKind {
     ProcExec(String),
     Chain(Vec<String>),
+    /// `filter NAME phase PHASE match CONDITIONS DECISION`: evaluated in-process.
+    Builtin(Builtin),
+}
+
+/// A built-in filter (smtpd.conf(5) "filter filter-name phase phase-name match conditions
+/// decision"): at `phase`, if every condition holds, `decision` applies.
+///
+/// OpenSMTPD's grammar takes exactly one condition; ownmail also takes several, which must
+/// all hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Builtin {
+    pub phase: BuiltinPhase,
+    pub conds: Vec<BuiltinCond>,
+    pub decision: BuiltinDecision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuiltinPhase {
+    Connect,
+    Helo,
+    Ehlo,
+    Starttls,
+    Auth,
+    MailFrom,
+    RcptTo,
+    Data,
+    Commit,
+}
+
+impl BuiltinPhase {
+    pub const ALL: [BuiltinPhase; 9] = [
+        BuiltinPhase::Connect,
+        BuiltinPhase::Helo,
+        BuiltinPhase::Ehlo,
+        BuiltinPhase::Starttls,
+        BuiltinPhase::Auth,
+        BuiltinPhase::MailFrom,
+        BuiltinPhase::RcptTo,
+        BuiltinPhase::Data,
+        BuiltinPhase::Commit,
+    ];
+
+    /// The name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltinPhase::Connect => "connect",
+            BuiltinPhase::Helo => "helo",
+            BuiltinPhase::Ehlo => "ehlo",
+            BuiltinPhase::Starttls => "starttls",
+            BuiltinPhase::Auth => "auth",
+            BuiltinPhase::MailFrom => "mail-from",
+            BuiltinPhase::RcptTo => "rcpt-to",
+            BuiltinPhase::Data => "data",
+            BuiltinPhase::Commit => "commit",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<BuiltinPhase> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// Whether the session knows `test`'s value at this phase (OpenSMTPD's parse.y: the
+    /// connection facts everywhere; HELO from `helo` on; the user from `auth` on; the
+    /// sender from `mail-from` on; the recipient at `rcpt-to` only).
+    pub fn allows(self, test: &BuiltinTest) -> bool {
+        use BuiltinPhase as P;
+        match test {
+            BuiltinTest::Fcrdns | BuiltinTest::Rdns(_) | BuiltinTest::Src(_) => true,
+            BuiltinTest::Helo(_) => self != P::Connect,
+            BuiltinTest::Auth(_) => !matches!(self, P::Connect | P::Helo | P::Ehlo | P::Starttls),
+            BuiltinTest::MailFrom(_) => {
+                matches!(self, P::MailFrom | P::RcptTo | P::Data | P::Commit)
+            }
+            BuiltinTest::RcptTo(_) => self == P::RcptTo,
+        }
+    }
+
+    /// Whether the phase has a parameter that `rewrite` can replace.
+    pub fn has_parameter(self) -> bool {
+        matches!(
+            self,
+            BuiltinPhase::Helo | BuiltinPhase::Ehlo | BuiltinPhase::MailFrom | BuiltinPhase::RcptTo
+        )
+    }
+}
+
+/// `[!]TEST`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltinCond {
+    pub negated: bool,
+    pub what: BuiltinTest,
+}
+
+/// `[regex] <table>`: the value is looked up in the table, or (with `regex`) searched for
+/// each key as a regular expression.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableMatch {
+    pub regex: bool,
+    pub table: TableRef,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuiltinTest {
+    /// `fcrdns`: the client's reverse name resolves back to its address.
+    Fcrdns,
+    /// `rdns`: the client has a reverse name; `rdns [regex] <t>`: and it is in the table.
+    Rdns(Option<TableMatch>),
+    /// `src [regex] <t>`: the client's address is in a network of the table.
+    Src(TableMatch),
+    /// `helo [regex] <t>`: the HELO/EHLO name.
+    Helo(TableMatch),
+    /// `auth`: the session is authenticated; `auth [regex] <t>`: as a user of the table.
+    Auth(Option<TableMatch>),
+    /// `mail-from [regex] <t>`: the sender address.
+    MailFrom(TableMatch),
+    /// `rcpt-to [regex] <t>`: the recipient address.
+    RcptTo(TableMatch),
+}
+
+impl BuiltinTest {
+    /// The keyword that introduces the test.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            BuiltinTest::Fcrdns => "fcrdns",
+            BuiltinTest::Rdns(_) => "rdns",
+            BuiltinTest::Src(_) => "src",
+            BuiltinTest::Helo(_) => "helo",
+            BuiltinTest::Auth(_) => "auth",
+            BuiltinTest::MailFrom(_) => "mail-from",
+            BuiltinTest::RcptTo(_) => "rcpt-to",
+        }
+    }
+
+    /// The table the test names, if any.
+    pub fn table(&self) -> Option<&TableMatch> {
+        match self {
+            BuiltinTest::Fcrdns => None,
+            BuiltinTest::Rdns(t) | BuiltinTest::Auth(t) => t.as_ref(),
+            BuiltinTest::Src(t)
+            | BuiltinTest::Helo(t)
+            | BuiltinTest::MailFrom(t)
+            | BuiltinTest::RcptTo(t) => Some(t),
+        }
+    }
+}
+
+/// What a built-in filter does when its conditions hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuiltinDecision {
+    /// Proceed, and skip the rest of the chain for this phase.
+    Bypass,
+    /// Send this reply (`4xx`/`5xx ...`) and close the connection.
+    Disconnect(String),
+    /// Refuse the command with this reply (`4xx`/`5xx ...`).
+    Reject(String),
+    /// Mark the session or transaction as spam.
+    Junk,
+    /// Replace the phase's parameter (HELO name, address) with this value.
+    Rewrite(String),
+    /// Log this text and proceed.
+    Report(String),
+}
+
+/// Whether `s` is an SMTP reply OpenSMTPD accepts from a filter: a `4xx` or `5xx` code,
+/// then a space or the end.
+pub fn valid_smtp_reply(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 3
+        && matches!(b[0], b'4' | b'5')
+        && b[1..3].iter().all(u8::is_ascii_digit)
+        && (b.len() == 3 || b[3] == b' ')
+}
+
+/// The name a `listen ... filter { a, b }` list gets: an implicit chain of those filters.
+pub fn implicit_chain_name(members: &[String]) -> String {
+    format!("{{{}}}", members.join(", "))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -540,4 +716,11 @@ pub struct Filter {
     pub name: String,
     pub kind: FilterKind,
     pub pos: Pos,
+}
+
+impl Filter {
+    /// Whether this is the chain a `listen ... filter { a, b }` list made.
+    pub fn is_implicit(&self) -> bool {
+        matches!(&self.kind, FilterKind::Chain(m) if self.name == implicit_chain_name(m))
+    }
 }

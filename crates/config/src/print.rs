@@ -6,8 +6,9 @@
 use std::fmt::Write;
 
 use crate::model::{
-    ActionKind, Cond, Config, Counted, Expansion, FilterKind, For, From, ImapTls, LimitKey,
-    ListenAuth, ListenOn, ListenTls, Per, RelayTls, SpamVerdict, TableOrValue, TableRef, Verdict,
+    ActionKind, Builtin, BuiltinDecision, Cond, Config, Counted, Expansion, FilterKind, For, From,
+    ImapTls, LimitKey, ListenAuth, ListenOn, ListenTls, Per, RelayTls, SpamVerdict, TableOrValue,
+    TableRef, Verdict,
 };
 use crate::parser::{format_duration, format_size};
 use crate::table::TableSource;
@@ -45,6 +46,38 @@ fn qq(s: &str) -> String {
 
 fn tref(t: &TableRef) -> String {
     format!("<{}>", q(&t.name))
+}
+
+fn filter_list(names: &[String]) -> String {
+    let names: Vec<String> = names.iter().map(|n| q(n)).collect();
+    format!("{{ {} }}", names.join(", "))
+}
+
+/// `phase PHASE match CONDITIONS DECISION`.
+fn builtin(b: &Builtin) -> String {
+    let mut out = format!("phase {} match", b.phase.name());
+    for cond in &b.conds {
+        out.push(' ');
+        if cond.negated {
+            out.push('!');
+        }
+        out.push_str(cond.what.keyword());
+        if let Some(t) = cond.what.table() {
+            if t.regex {
+                out.push_str(" regex");
+            }
+            let _ = write!(out, " {}", tref(&t.table));
+        }
+    }
+    let _ = match &b.decision {
+        BuiltinDecision::Bypass => write!(out, " bypass"),
+        BuiltinDecision::Junk => write!(out, " junk"),
+        BuiltinDecision::Disconnect(m) => write!(out, " disconnect {}", qq(m)),
+        BuiltinDecision::Reject(m) => write!(out, " reject {}", qq(m)),
+        BuiltinDecision::Rewrite(m) => write!(out, " rewrite {}", qq(m)),
+        BuiltinDecision::Report(m) => write!(out, " report {}", qq(m)),
+    };
+    out
 }
 
 fn tov(v: &TableOrValue) -> String {
@@ -159,12 +192,14 @@ pub fn print_modern(c: &Config) -> String {
         let _ = writeln!(o, "resolver {}", l.join(" "));
     }
     for f in &c.filters {
+        if f.is_implicit() {
+            // Written inline where a listener uses it.
+            continue;
+        }
         let _ = match &f.kind {
             FilterKind::ProcExec(cmd) => writeln!(o, "filter {} proc-exec {}", q(&f.name), qq(cmd)),
-            FilterKind::Chain(l) => {
-                let names: Vec<String> = l.iter().map(|n| q(n)).collect();
-                writeln!(o, "filter {} chain {{ {} }}", q(&f.name), names.join(", "))
-            }
+            FilterKind::Chain(l) => writeln!(o, "filter {} chain {}", q(&f.name), filter_list(l)),
+            FilterKind::Builtin(b) => writeln!(o, "filter {} {}", q(&f.name), builtin(b)),
         };
     }
     for l in &c.listeners {
@@ -216,7 +251,16 @@ pub fn print_modern(c: &Config) -> String {
             line.push_str(" mask-src");
         }
         if let Some(f) = &l.filter {
-            let _ = write!(line, " filter {}", q(f));
+            match c.filters.iter().find(|x| &x.name == f) {
+                Some(x) if x.is_implicit() => {
+                    if let FilterKind::Chain(m) = &x.kind {
+                        let _ = write!(line, " filter {}", filter_list(m));
+                    }
+                }
+                _ => {
+                    let _ = write!(line, " filter {}", q(f));
+                }
+            }
         }
         let _ = writeln!(o, "{line}");
     }

@@ -54,6 +54,7 @@
 //!   spaces. AUTH credentials are never sent to filters (only the mechanism name).
 #![forbid(unsafe_code)]
 
+mod builtin;
 mod process;
 pub mod protocol;
 mod session;
@@ -63,6 +64,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ownmail_config::model::{Config, FilterKind};
+use ownmail_config::table::Table;
 
 pub use protocol::{Endpoint, Phase, SessionId, TxId, PROTOCOL_VERSION};
 pub use session::{AuthResult, Decision, FilterSession, Outcome};
@@ -105,18 +107,26 @@ impl Default for Settings {
 /// All filter processes of one configuration. Dropping it kills them.
 pub struct Filters {
     procs: HashMap<String, Arc<FilterProc>>,
-    /// Listener-visible filter name → the `proc-exec` filters it runs, in order.
+    /// Built-in filters, compiled; they need no process.
+    builtins: HashMap<String, Arc<builtin::Compiled>>,
+    /// Listener-visible filter name → the `proc-exec` and built-in filters it runs, in order.
     chains: HashMap<String, Vec<String>>,
     settings: Arc<Settings>,
 }
 
 impl Filters {
     /// Spawns every `proc-exec` filter that some listener's `filter NAME` reaches and waits
-    /// for each handshake. The error names the filter (and the `filter` line) that failed.
-    pub async fn start(config: &Config, settings: Settings) -> Result<Filters, String> {
+    /// for each handshake; compiles the built-in filters against `tables` (the loaded
+    /// tables of the configuration). The error names the filter that failed.
+    pub async fn start(
+        config: &Config,
+        settings: Settings,
+        tables: Arc<HashMap<String, Table>>,
+    ) -> Result<Filters, String> {
         let settings = Arc::new(settings);
         let mut chains: HashMap<String, Vec<String>> = HashMap::new();
         let mut commands: Vec<(String, String)> = Vec::new();
+        let mut builtins: HashMap<String, Arc<builtin::Compiled>> = HashMap::new();
         for listener in &config.listeners {
             let Some(name) = &listener.filter else {
                 continue;
@@ -125,9 +135,23 @@ impl Filters {
                 continue;
             }
             let members = resolve(config, name)?;
-            for (member, command) in &members {
-                if !commands.iter().any(|(n, _)| n == member) {
-                    commands.push((member.clone(), command.clone()));
+            for (member, kind) in &members {
+                match kind {
+                    FilterKind::ProcExec(command) => {
+                        if !commands.iter().any(|(n, _)| n == member) {
+                            commands.push((member.clone(), command.clone()));
+                        }
+                    }
+                    FilterKind::Builtin(b) => {
+                        if !builtins.contains_key(member) {
+                            let compiled = builtin::Compiled::new(b, &tables)
+                                .map_err(|e| format!("filter {member:?}: {e}"))?;
+                            builtins.insert(member.clone(), Arc::new(compiled));
+                        }
+                    }
+                    FilterKind::Chain(_) => {
+                        return Err(format!("filter {member:?}: a chain cannot be chained"))
+                    }
                 }
             }
             chains.insert(name.clone(), members.into_iter().map(|(n, _)| n).collect());
@@ -145,6 +169,7 @@ impl Filters {
         }
         Ok(Filters {
             procs,
+            builtins,
             chains,
             settings,
         })
@@ -156,12 +181,22 @@ impl Filters {
         let members = self.chains.get(name)?;
         let mut chain = Vec::with_capacity(members.len());
         for m in members {
+            if let Some(b) = self.builtins.get(m) {
+                chain.push(session::Member {
+                    name: Arc::from(m.as_str()),
+                    registrations: protocol::Registrations::default(),
+                    running: None,
+                    builtin: Some(b.clone()),
+                });
+                continue;
+            }
             let proc = self.procs.get(m)?;
             let (running, registrations) = proc.current();
             chain.push(session::Member {
                 name: proc.name.clone(),
                 registrations,
                 running,
+                builtin: None,
             });
         }
         Some(FilterSession::new(id, chain, self.settings.clone()))
@@ -170,9 +205,10 @@ impl Filters {
     /// Whether every process behind `name` is running (false while one is being restarted).
     pub fn healthy(&self, name: &str) -> bool {
         self.chains.get(name).is_some_and(|members| {
-            members
-                .iter()
-                .all(|m| self.procs.get(m).is_some_and(|p| p.current().0.is_some()))
+            members.iter().all(|m| {
+                self.builtins.contains_key(m)
+                    || self.procs.get(m).is_some_and(|p| p.current().0.is_some())
+            })
         })
     }
 
@@ -190,27 +226,27 @@ impl Drop for Filters {
     }
 }
 
-/// The `proc-exec` filters behind a listener's filter name, with their commands.
-fn resolve(config: &Config, name: &str) -> Result<Vec<(String, String)>, String> {
+/// The `proc-exec` and built-in filters behind a listener's filter name, in order.
+fn resolve<'c>(config: &'c Config, name: &str) -> Result<Vec<(String, &'c FilterKind)>, String> {
     let find = |n: &str| config.filters.iter().find(|f| f.name == n);
     let Some(filter) = find(name) else {
         return Err(format!("filter {name:?} is not defined"));
     };
     match &filter.kind {
-        FilterKind::ProcExec(cmd) => Ok(vec![(name.to_string(), cmd.clone())]),
         FilterKind::Chain(members) => members
             .iter()
             .map(|m| match find(m).map(|f| &f.kind) {
-                Some(FilterKind::ProcExec(cmd)) => Ok((m.clone(), cmd.clone())),
                 Some(FilterKind::Chain(_)) => Err(format!(
-                    "filter chain {name:?} (line {}): member {m:?} is a chain; only proc-exec filters can be chained",
+                    "filter chain {name:?} (line {}): member {m:?} is a chain; only proc-exec and built-in filters can be chained",
                     filter.pos.line
                 )),
+                Some(kind) => Ok((m.clone(), kind)),
                 None => Err(format!(
                     "filter chain {name:?} (line {}): member {m:?} is not defined",
                     filter.pos.line
                 )),
             })
             .collect(),
+        kind => Ok(vec![(name.to_string(), kind)]),
     }
 }

@@ -4,6 +4,9 @@
 
 use std::sync::Arc;
 
+use ownmail_config::model::BuiltinDecision;
+
+use crate::builtin::{Compiled, Facts};
 use crate::process::{now, Running};
 use crate::protocol::{self, Endpoint, Event, Phase, Registrations, Response, SessionId, TxId};
 use crate::Settings;
@@ -77,6 +80,8 @@ pub(crate) struct Member {
     pub registrations: Registrations,
     /// `None` when the filter was down at session start: its phases tempfail.
     pub running: Option<Arc<Running>>,
+    /// A built-in filter: evaluated here, no process (`running` is `None`).
+    pub builtin: Option<Arc<Compiled>>,
 }
 
 /// The filters of one SMTP session. See the crate documentation for the call order.
@@ -86,6 +91,8 @@ pub struct FilterSession {
     settings: Arc<Settings>,
     junk: bool,
     disconnected: bool,
+    /// What built-in filters test.
+    facts: Facts,
 }
 
 impl FilterSession {
@@ -96,6 +103,7 @@ impl FilterSession {
             settings,
             junk: false,
             disconnected: false,
+            facts: Facts::default(),
         }
     }
 
@@ -141,6 +149,40 @@ impl FilterSession {
         let mut junk = false;
         let mut decision = None;
         for m in &self.chain {
+            if let Some(b) = &m.builtin {
+                if b.phase != phase || !b.matches(&self.facts) {
+                    continue;
+                }
+                tracing::debug!(session = %self.id, filter = %m.name, phase = phase.name(), decision = ?b.decision, "built-in filter matched");
+                match &b.decision {
+                    BuiltinDecision::Bypass => break,
+                    BuiltinDecision::Junk => junk = true,
+                    BuiltinDecision::Report(text) => {
+                        tracing::info!(session = %self.id, filter = %m.name, report = %text, "filter report");
+                    }
+                    BuiltinDecision::Rewrite(value) => {
+                        if let Some(last) = params.last_mut() {
+                            *last = value.clone();
+                        } else {
+                            params.push(value.clone());
+                        }
+                        rewritten = true;
+                    }
+                    BuiltinDecision::Reject(reply) if reply.starts_with("421") => {
+                        decision = Some(Decision::Disconnect(reply.clone()));
+                        break;
+                    }
+                    BuiltinDecision::Reject(reply) => {
+                        decision = Some(Decision::Reject(reply.clone()));
+                        break;
+                    }
+                    BuiltinDecision::Disconnect(reply) => {
+                        decision = Some(Decision::Disconnect(reply.clone()));
+                        break;
+                    }
+                }
+                continue;
+            }
             if !m.registrations.phase(phase) {
                 continue;
             }
@@ -227,6 +269,12 @@ impl FilterSession {
         src: &Endpoint,
         dest: &Endpoint,
     ) -> Decision {
+        self.facts.rdns = rdns.to_string();
+        self.facts.fcrdns = fcrdns;
+        self.facts.src = match src {
+            Endpoint::Inet(a) => Some(a.ip()),
+            Endpoint::Unix(_) => None,
+        };
         let fcrdns = if fcrdns { "pass" } else { "fail" };
         self.report(
             Event::LinkConnect,
@@ -248,12 +296,14 @@ impl FilterSession {
         } else {
             (Phase::Helo, "HELO")
         };
+        self.facts.helo = Some(name.to_string());
         let decision = self.phase(phase, &[name]).await;
         if decision.passes() {
             let identity = match &decision {
                 Decision::Rewrite(n) => n.clone(),
                 _ => name.to_string(),
             };
+            self.facts.helo = Some(identity.clone());
             self.report(Event::LinkIdentify, &[method, &identity]).await;
         }
         decision
@@ -277,12 +327,21 @@ impl FilterSession {
 
     /// An authentication attempt ended: `link-auth` as `user|result` (protocol 0.6 order).
     pub async fn auth_result(&mut self, user: &str, result: AuthResult) {
+        if result == AuthResult::Pass {
+            self.facts.user = Some(user.to_string());
+        }
         self.report(Event::LinkAuth, &[user, result.name()]).await;
     }
 
     /// MAIL FROM, with the address without `<>` (empty for the null sender).
     pub async fn mail_from(&mut self, address: &str) -> Decision {
-        self.phase(Phase::MailFrom, &[address]).await
+        self.facts.mail_from = Some(address.to_string());
+        self.facts.rcpt_to = None;
+        let decision = self.phase(Phase::MailFrom, &[address]).await;
+        if let Decision::Rewrite(a) = &decision {
+            self.facts.mail_from = Some(a.clone());
+        }
+        decision
     }
 
     /// The server answered MAIL FROM: `tx-begin` (when accepted) and `tx-mail`.
@@ -297,7 +356,12 @@ impl FilterSession {
 
     /// RCPT TO, with the address without `<>`.
     pub async fn rcpt_to(&mut self, address: &str) -> Decision {
-        self.phase(Phase::RcptTo, &[address]).await
+        self.facts.rcpt_to = Some(address.to_string());
+        let decision = self.phase(Phase::RcptTo, &[address]).await;
+        if let Decision::Rewrite(a) = &decision {
+            self.facts.rcpt_to = Some(a.clone());
+        }
+        decision
     }
 
     /// The server answered RCPT TO: `tx-rcpt`.
@@ -399,6 +463,8 @@ impl FilterSession {
 
     async fn end_tx(&mut self, tx: TxId) {
         self.junk = false;
+        self.facts.mail_from = None;
+        self.facts.rcpt_to = None;
         self.report(Event::TxReset, &[&tx.to_string()]).await;
     }
 

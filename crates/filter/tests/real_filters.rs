@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{config, fast};
+use common::{config, fast, no_tables};
 use ownmail_filter::{Decision, Endpoint, FilterSession, Filters, Outcome, SessionId, TxId};
 
 const DKIMSIGN: &str = "/usr/libexec/opensmtpd/filter-dkimsign";
@@ -31,7 +31,7 @@ async fn one(cmd: &str) -> Filters {
     let mut settings = fast();
     settings.request_timeout = Duration::from_secs(20);
     settings.data_timeout = Duration::from_secs(30);
-    Filters::start(&config(&conf), settings)
+    Filters::start(&config(&conf), settings, no_tables())
         .await
         .expect("filter starts")
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, eventually, fast, log_lines, Scripted};
+use common::{config, eventually, fast, log_lines, no_tables, Scripted};
 use ownmail_filter::{AuthResult, Decision, Endpoint, Filters, Outcome, SessionId, TxId};
 
 fn endpoints() -> (Endpoint, Endpoint) {
@@ -20,7 +20,7 @@ async fn start_one(s: &Scripted, args: &[&str]) -> Filters {
         "filter f proc-exec \"{}\"\nlisten on lo filter f\n",
         s.conf_command(args)
     );
-    Filters::start(&config(&conf), fast())
+    Filters::start(&config(&conf), fast(), no_tables())
         .await
         .expect("filters start")
 }
@@ -48,7 +48,9 @@ async fn chain_rewrite_feeds_next_filter_and_first_reject_wins() {
         "filter a proc-exec \"{a}\"\nfilter b proc-exec \"{b}\"\nfilter both chain {{ a, b }}\n\
          listen on lo filter both\n"
     );
-    let filters = Filters::start(&config(&conf), fast()).await.expect("start");
+    let filters = Filters::start(&config(&conf), fast(), no_tables())
+        .await
+        .expect("start");
     let mut f = filters.session("both", SessionId(0xabc)).expect("session");
 
     assert_eq!(
@@ -240,7 +242,9 @@ async fn data_lines_round_trip_dot_stuffed_through_a_chain() {
         "filter one proc-exec \"{one}\"\nfilter two proc-exec \"{two}\"\nfilter c chain {{ one, two }}\n\
          listen on lo filter c\n"
     );
-    let filters = Filters::start(&config(&conf), fast()).await.expect("start");
+    let filters = Filters::start(&config(&conf), fast(), no_tables())
+        .await
+        .expect("start");
     let mut f = filters.session("c", SessionId::random()).unwrap();
     let msg = b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\nbyte \xe9 | pipe\r\n";
     let out = f.message(TxId(7), msg).await.expect("message");
@@ -370,7 +374,7 @@ async fn a_session_started_while_the_filter_is_down_tempfails_its_phases() {
 #[tokio::test]
 async fn startup_failure_names_the_filter() {
     let conf = config("filter broken proc-exec \"exit 1\"\nlisten on lo filter broken\n");
-    let err = Filters::start(&conf, fast())
+    let err = Filters::start(&conf, fast(), no_tables())
         .await
         .err()
         .expect("must fail");
@@ -378,7 +382,7 @@ async fn startup_failure_names_the_filter() {
 
     let conf =
         config("filter chatty proc-exec \"echo hello; sleep 5\"\nlisten on lo filter chatty\n");
-    let err = Filters::start(&conf, fast())
+    let err = Filters::start(&conf, fast(), no_tables())
         .await
         .err()
         .expect("must fail");
@@ -391,7 +395,7 @@ async fn startup_failure_names_the_filter() {
     settings.handshake_timeout = Duration::from_millis(300);
     let conf = config("filter mute proc-exec \"sleep 5\"\nlisten on lo filter mute\n");
     let start = Instant::now();
-    let err = Filters::start(&conf, settings)
+    let err = Filters::start(&conf, settings, no_tables())
         .await
         .err()
         .expect("must fail");

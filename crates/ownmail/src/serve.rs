@@ -322,7 +322,12 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
             ..Default::default()
         };
         Some(Arc::new(
-            ownmail_filter::Filters::start(&checked.config, settings).await?,
+            ownmail_filter::Filters::start(
+                &checked.config,
+                settings,
+                Arc::new(checked.tables.clone()),
+            )
+            .await?,
         ))
     } else {
         None

@@ -8,8 +8,10 @@ use super::{parse_duration, parse_size, Cursor, PResult, Parser};
 use crate::diag::{Diagnostic, Pos};
 use crate::lexer::TokenKind;
 use crate::model::{
-    Ca, Counted, DkimAlgorithm, DkimSign, Dnsbl, Filter, FilterKind, Greylist, ImapListener,
-    ImapTls, InboundAuth, LimitKey, Per, Pki, RateLimit, Score, SpamVerdict,
+    implicit_chain_name, valid_smtp_reply, Builtin, BuiltinCond, BuiltinDecision, BuiltinPhase,
+    BuiltinTest, Ca, Counted, DkimAlgorithm, DkimSign, Dnsbl, Filter, FilterKind, Greylist,
+    ImapListener, ImapTls, InboundAuth, LimitKey, Per, Pki, RateLimit, Score, SpamVerdict,
+    TableMatch,
 };
 use crate::table::{TableDecl, TableSource};
 
@@ -585,7 +587,8 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// `filter NAME proc-exec "CMD"` / `filter NAME chain { A, B }`.
+    /// `filter NAME proc-exec "CMD"` / `filter NAME chain { A, B }` /
+    /// `filter NAME phase PHASE match [!]CONDITION... DECISION`.
     pub(crate) fn filter(&mut self, c: &mut Cursor) -> PResult<()> {
         let pos = c.pos();
         c.expect("filter")?;
@@ -596,40 +599,273 @@ impl Parser<'_> {
                 format!("filter \"{name}\" is already defined"),
             ));
         }
+        if name.starts_with('{') || name.is_empty() {
+            return Err(Diagnostic::error(
+                npos,
+                format!("invalid filter name \"{name}\""),
+            ));
+        }
         let kind = if c.eat("proc-exec") {
             FilterKind::ProcExec(c.value("a command")?.0)
         } else if c.eat("chain") {
-            if !c.eat_kind(&TokenKind::LBrace) {
-                return Err(c.unexpected("'{'"));
-            }
-            let mut names = Vec::new();
-            loop {
-                if c.eat_kind(&TokenKind::RBrace) {
-                    break;
-                }
-                if c.at_end() {
-                    return Err(c.unexpected("'}'"));
-                }
-                let (n, npos) = c.value("a filter name")?;
-                if !self.config.filters.iter().any(|f| f.name == n) {
-                    return Err(Diagnostic::error(
-                        npos,
-                        format!("filter \"{n}\" is not defined"),
-                    ));
-                }
-                names.push(n);
-                c.eat_kind(&TokenKind::Comma);
-            }
-            if names.is_empty() {
-                return Err(Diagnostic::error(pos, "empty filter chain"));
-            }
-            FilterKind::Chain(names)
+            FilterKind::Chain(self.filter_list(c)?)
+        } else if c.eat("phase") {
+            FilterKind::Builtin(self.builtin_filter(c)?)
         } else {
-            return Err(c.unexpected("\"proc-exec\" or \"chain\""));
+            return Err(c.unexpected("\"proc-exec\", \"chain\" or \"phase\""));
         };
         c.finish()?;
         self.config.filters.push(Filter { name, kind, pos });
         Ok(())
+    }
+
+    /// `{ A, B }`: names of defined filters that are not chains, each once.
+    pub(crate) fn filter_list(&mut self, c: &mut Cursor) -> PResult<Vec<String>> {
+        let pos = c.pos();
+        if !c.eat_kind(&TokenKind::LBrace) {
+            return Err(c.unexpected("'{'"));
+        }
+        let mut names: Vec<String> = Vec::new();
+        loop {
+            if c.eat_kind(&TokenKind::RBrace) {
+                break;
+            }
+            if c.at_end() {
+                return Err(c.unexpected("'}'"));
+            }
+            let (n, npos) = c.value("a filter name")?;
+            match self.config.filters.iter().find(|f| f.name == n) {
+                None => {
+                    return Err(Diagnostic::error(
+                        npos,
+                        format!("filter \"{n}\" is not defined"),
+                    ))
+                }
+                Some(f) if matches!(f.kind, FilterKind::Chain(_)) => {
+                    return Err(Diagnostic::error(
+                        npos,
+                        format!("filter \"{n}\" is a chain; a chain cannot be a member of a chain"),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if names.contains(&n) {
+                return Err(Diagnostic::error(
+                    npos,
+                    format!("filter \"{n}\" is already in this chain"),
+                ));
+            }
+            names.push(n);
+            c.eat_kind(&TokenKind::Comma);
+        }
+        if names.is_empty() {
+            return Err(Diagnostic::error(pos, "empty filter chain"));
+        }
+        Ok(names)
+    }
+
+    /// `listen ... filter { A, B }`: an implicit chain of those filters, named by
+    /// [`implicit_chain_name`] (the same list twice is the same chain).
+    pub(crate) fn implicit_chain(&mut self, c: &mut Cursor) -> PResult<String> {
+        let pos = c.pos();
+        let names = self.filter_list(c)?;
+        let name = implicit_chain_name(&names);
+        if !self.config.filters.iter().any(|f| f.name == name) {
+            self.config.filters.push(Filter {
+                name: name.clone(),
+                kind: FilterKind::Chain(names),
+                pos,
+            });
+        }
+        Ok(name)
+    }
+
+    /// After `phase`: `PHASE match [!]CONDITION... DECISION`.
+    fn builtin_filter(&mut self, c: &mut Cursor) -> PResult<Builtin> {
+        let (phase_name, ppos) = c.value("a phase name")?;
+        let Some(phase) = BuiltinPhase::from_name(&phase_name) else {
+            let names: Vec<&str> = BuiltinPhase::ALL.iter().map(|p| p.name()).collect();
+            return Err(Diagnostic::error(
+                ppos,
+                format!(
+                    "unknown filter phase \"{phase_name}\", expected one of {}",
+                    names.join(", ")
+                ),
+            ));
+        };
+        c.expect("match")?;
+        let mut conds: Vec<BuiltinCond> = Vec::new();
+        loop {
+            let cpos = c.pos();
+            let negated = c.bang();
+            let what = if c.eat("fcrdns") {
+                BuiltinTest::Fcrdns
+            } else if c.eat("rdns") {
+                BuiltinTest::Rdns(self.optional_filter_table(c)?)
+            } else if c.eat("src") {
+                BuiltinTest::Src(self.filter_table(c)?)
+            } else if c.eat("helo") {
+                BuiltinTest::Helo(self.filter_table(c)?)
+            } else if c.eat("auth") {
+                BuiltinTest::Auth(self.optional_filter_table(c)?)
+            } else if c.eat("mail-from") {
+                BuiltinTest::MailFrom(self.filter_table(c)?)
+            } else if c.eat("rcpt-to") {
+                BuiltinTest::RcptTo(self.filter_table(c)?)
+            } else if negated || conds.is_empty() {
+                return Err(c.unexpected(
+                    "a condition (fcrdns, rdns, src, helo, auth, mail-from or rcpt-to)",
+                ));
+            } else {
+                break;
+            };
+            if !phase.allows(&what) {
+                return Err(Diagnostic::error(
+                    cpos,
+                    format!(
+                        "condition \"{}\" cannot be tested at phase {}",
+                        what.keyword(),
+                        phase.name()
+                    ),
+                ));
+            }
+            if conds.iter().any(|x| x.what.keyword() == what.keyword()) {
+                return Err(Diagnostic::error(
+                    cpos,
+                    format!("condition \"{}\" already specified", what.keyword()),
+                ));
+            }
+            conds.push(BuiltinCond { negated, what });
+        }
+        let dpos = c.pos();
+        let reply = |c: &mut Cursor, what: &str| -> PResult<String> {
+            let (m, mpos) = c.value("a reply such as \"550 go away\"")?;
+            if !valid_smtp_reply(&m) {
+                return Err(Diagnostic::error(
+                    mpos,
+                    format!("invalid {what} message \"{m}\": it must start with a 4xx or 5xx code"),
+                ));
+            }
+            Ok(m)
+        };
+        let decision = if c.eat("bypass") {
+            BuiltinDecision::Bypass
+        } else if c.eat("disconnect") {
+            BuiltinDecision::Disconnect(reply(c, "disconnect")?)
+        } else if c.eat("reject") {
+            BuiltinDecision::Reject(reply(c, "reject")?)
+        } else if c.eat("junk") {
+            if phase == BuiltinPhase::Commit {
+                return Err(Diagnostic::error(
+                    dpos,
+                    "junk cannot be decided at phase commit (the message is already filtered)",
+                ));
+            }
+            BuiltinDecision::Junk
+        } else if c.eat("rewrite") {
+            if !phase.has_parameter() {
+                return Err(Diagnostic::error(
+                    dpos,
+                    format!(
+                        "rewrite needs a phase with a parameter (helo, ehlo, mail-from, rcpt-to), not {}",
+                        phase.name()
+                    ),
+                ));
+            }
+            let (v, vpos) = c.value("a value")?;
+            if v.is_empty() || v.contains(['\r', '\n']) {
+                return Err(Diagnostic::error(vpos, "invalid rewrite value"));
+            }
+            BuiltinDecision::Rewrite(v)
+        } else if c.eat("report") {
+            BuiltinDecision::Report(c.value("a report text")?.0)
+        } else {
+            return Err(
+                c.unexpected("a decision (bypass, disconnect, reject, junk, rewrite or report)")
+            );
+        };
+        Ok(Builtin {
+            phase,
+            conds,
+            decision,
+        })
+    }
+
+    /// After `rdns` or `auth`: a table if one follows (not a decision or a condition).
+    fn optional_filter_table(&mut self, c: &mut Cursor) -> PResult<Option<TableMatch>> {
+        const KEYWORDS: [&str; 13] = [
+            "bypass",
+            "disconnect",
+            "reject",
+            "junk",
+            "rewrite",
+            "report",
+            "fcrdns",
+            "rdns",
+            "src",
+            "helo",
+            "auth",
+            "mail-from",
+            "rcpt-to",
+        ];
+        let Some(t) = c.peek() else {
+            return Ok(None);
+        };
+        let table_next = match &t.kind {
+            TokenKind::Lt | TokenKind::LBrace | TokenKind::Quoted(_) => true,
+            TokenKind::Word(w) => !KEYWORDS.contains(&w.as_str()),
+            _ => false,
+        };
+        if table_next {
+            Ok(Some(self.filter_table(c)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// `[regex] <t>`, `[regex] { a, b }` or `[regex] VALUE` (a table of one entry, as in
+    /// OpenSMTPD). The keys of an inline table must be valid regular expressions.
+    fn filter_table(&mut self, c: &mut Cursor) -> PResult<TableMatch> {
+        let regex = c.eat("regex");
+        let pos = c.pos();
+        let table = match c.peek().map(|t| &t.kind) {
+            Some(TokenKind::Lt) => c.table_ref(false)?,
+            Some(TokenKind::LBrace) => self.anonymous_table(c)?,
+            _ => {
+                let (v, vpos) = c.value("a table such as <name> or { value, ... }")?;
+                self.generated += 1;
+                let mut name = format!("anon{}", self.generated);
+                while self.config.table(&name).is_some() {
+                    self.generated += 1;
+                    name = format!("anon{}", self.generated);
+                }
+                self.config.tables.push(TableDecl {
+                    name: name.clone(),
+                    source: TableSource::InlineList(vec![(v, vpos)]),
+                    pos: pos.clone(),
+                    source_pos: pos.clone(),
+                });
+                crate::model::TableRef { name, pos }
+            }
+        };
+        if regex {
+            if let Some(decl) = self.config.table(&table.name) {
+                let keys: Vec<(&String, &Pos)> = match &decl.source {
+                    TableSource::InlineList(l) => l.iter().map(|(k, p)| (k, p)).collect(),
+                    TableSource::InlineMap(m) => m.iter().map(|(k, _, p)| (k, p)).collect(),
+                    _ => Vec::new(),
+                };
+                for (k, kpos) in keys {
+                    if let Err(e) = regex_automata::meta::Regex::new(k) {
+                        return Err(Diagnostic::error(
+                            kpos.clone(),
+                            format!("invalid regular expression \"{k}\": {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(TableMatch { regex, table })
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::{Cursor, PResult, Parser};
 use crate::diag::{Diagnostic, Pos};
+use crate::lexer::TokenKind;
 use crate::model::{Family, ListenAuth, ListenOn, ListenTls, Listener};
 
 /// The thing after `on`: `socket`, `any`, or an interface, host name or address.
@@ -148,7 +149,11 @@ impl Parser<'_> {
                     if l.filter.is_some() {
                         return Err(dup(opt_pos, "filter"));
                     }
-                    l.filter = Some(c.value("a filter name")?.0);
+                    if c.peek().is_some_and(|t| t.kind == TokenKind::LBrace) {
+                        l.filter = Some(self.implicit_chain(c)?);
+                    } else {
+                        l.filter = Some(c.value("a filter name")?.0);
+                    }
                 }
                 other => {
                     return Err(Diagnostic::error(

@@ -97,6 +97,12 @@ impl<'o> Parser<'o> {
     }
 
     fn finish(mut self) -> Parsed {
+        // Implicit chains (`listen ... filter { a, b }`) go last, so that the model does not
+        // depend on where the listener was written (`check --print` writes them inline).
+        let (named, implicit): (Vec<_>, Vec<_>) = std::mem::take(&mut self.config.filters)
+            .into_iter()
+            .partition(|f| !f.is_implicit());
+        self.config.filters = named.into_iter().chain(implicit).collect();
         rules::check_references(&self.config, &mut self.diags);
         Parsed {
             config: self.config,

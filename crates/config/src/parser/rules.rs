@@ -10,8 +10,8 @@ use super::{Cursor, PResult, Parser};
 use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::lexer::TokenKind;
 use crate::model::{
-    Action, ActionKind, Cond, Config, Expansion, For, From, Grammar, Relay, RelayScheme, RelayTls,
-    RelayUrl, Rule, TableOrValue, TableRef, Verdict,
+    Action, ActionKind, Cond, Config, Expansion, FilterKind, For, From, Grammar, Relay,
+    RelayScheme, RelayTls, RelayUrl, Rule, TableOrValue, TableRef, Verdict,
 };
 use crate::table::Usage;
 
@@ -808,6 +808,15 @@ impl Config {
         }
         for d in &self.dkim {
             list(Some(&d.domain), &mut out);
+        }
+        for f in &self.filters {
+            if let FilterKind::Builtin(b) = &f.kind {
+                for cond in &b.conds {
+                    if let Some(t) = cond.what.table() {
+                        out.push((&t.table, Usage::List));
+                    }
+                }
+            }
         }
         if let Some(t) = self
             .antispam

@@ -486,3 +486,139 @@ fn legacy_maildir_takes_junk() {
         .contains("junk goes after deliver to maildir"));
     assert_round_trip("accept for local deliver to maildir junk\n");
 }
+
+const BUILTIN_FILTERS: &str = r#"filter check_dyndns phase connect match rdns regex { '.*\.dyn\..*', '.*\.dsl\..*' } disconnect "550 no residential connections"
+filter check_rdns phase connect match !rdns disconnect "550 no rDNS is so 80s"
+filter check_fcrdns phase connect match !fcrdns disconnect "550 no FCrDNS is so 80s"
+filter rspamd proc-exec "/usr/libexec/opensmtpd/filter-rspamd"
+listen on 127.0.0.1 port 2525 filter { check_dyndns, check_rdns, check_fcrdns, rspamd }
+"#;
+
+#[test]
+fn builtin_filters_and_inline_filter_lists_parse_and_round_trip() {
+    use crate::model::{BuiltinDecision, BuiltinPhase, BuiltinTest, FilterKind};
+    let c = parse_ok(BUILTIN_FILTERS);
+    let find = |n: &str| c.filters.iter().find(|f| f.name == n).map(|f| &f.kind);
+    let Some(FilterKind::Builtin(b)) = find("check_dyndns") else {
+        panic!("check_dyndns is not a built-in: {:?}", c.filters);
+    };
+    assert_eq!(b.phase, BuiltinPhase::Connect);
+    assert_eq!(b.conds.len(), 1);
+    assert!(!b.conds[0].negated);
+    let BuiltinTest::Rdns(Some(t)) = &b.conds[0].what else {
+        panic!("{:?}", b.conds);
+    };
+    assert!(t.regex);
+    let keys = match &c.table(&t.table.name).map(|d| &d.source) {
+        Some(crate::table::TableSource::InlineList(l)) => {
+            l.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keys, [r".*\.dyn\..*", r".*\.dsl\..*"]);
+    assert_eq!(
+        b.decision,
+        BuiltinDecision::Disconnect("550 no residential connections".into())
+    );
+    let Some(FilterKind::Builtin(b)) = find("check_rdns") else {
+        panic!()
+    };
+    assert!(b.conds[0].negated && b.conds[0].what == BuiltinTest::Rdns(None));
+    let name = c.listeners[0].filter.clone().expect("listener filter");
+    assert_eq!(
+        find(&name),
+        Some(&FilterKind::Chain(vec![
+            "check_dyndns".into(),
+            "check_rdns".into(),
+            "check_fcrdns".into(),
+            "rspamd".into()
+        ]))
+    );
+    assert_round_trip(BUILTIN_FILTERS);
+    let printed = print_modern(&c);
+    assert!(
+        printed.contains("filter { check_dyndns, check_rdns, check_fcrdns, rspamd }"),
+        "{printed}"
+    );
+    // Every condition and decision, the one-value table form, and a listener after a filter
+    // defined later still round-trip.
+    assert_round_trip(
+        "table nets { 10.0.0.0/8, 192.168.1.1 }\n\
+         filter a phase helo match helo evil.test junk\n\
+         filter b phase rcpt-to match src <nets> !auth mail-from regex '^x@' rcpt-to { u@example.org } reject \"451 later\"\n\
+         filter c phase mail-from match auth <nets> rewrite \"someone@example.org\"\n\
+         filter d phase ehlo match !fcrdns report \"no fcrdns\"\n\
+         filter e phase commit match rdns <nets> bypass\n\
+         listen on lo filter { a, b }\n\
+         listen on eth0 filter { a, b }\n\
+         filter f phase data match auth regex { '^adm' } disconnect \"421 bye\"\n\
+         listen on eth1 filter f\n",
+    );
+}
+
+#[test]
+fn builtin_filter_errors_point_at_the_mistake() {
+    let cases = [
+        (
+            "filter f phase connect match mail-from regex { '.*' } reject \"550 no\"\n",
+            "t.conf:1:30: condition \"mail-from\" cannot be tested at phase connect",
+        ),
+        (
+            "filter f phase mail-from match rcpt-to <t> reject \"550 no\"\n",
+            "condition \"rcpt-to\" cannot be tested at phase mail-from",
+        ),
+        (
+            "filter f phase connect match !rdns reject \"no rdns\"\n",
+            "t.conf:1:43: invalid reject message \"no rdns\": it must start with a 4xx or 5xx code",
+        ),
+        (
+            "filter f phase connect match !rdns disconnect \"250 ok\"\n",
+            "invalid disconnect message",
+        ),
+        (
+            "filter f phase connect match !rdns rewrite \"x\"\n",
+            "t.conf:1:36: rewrite needs a phase with a parameter",
+        ),
+        (
+            "filter f phase commit match !rdns junk\n",
+            "junk cannot be decided at phase commit",
+        ),
+        (
+            "filter f phase quit match !rdns junk\n",
+            "t.conf:1:16: unknown filter phase \"quit\"",
+        ),
+        (
+            "filter f phase connect match disconnect \"550 x\"\n",
+            "expected a condition",
+        ),
+        ("filter f phase connect match !rdns\n", "expected a decision"),
+        (
+            "filter f phase connect match rdns regex { 'a(' } junk\n",
+            "t.conf:1:43: invalid regular expression \"a(\"",
+        ),
+        (
+            "filter f phase connect match src <nowhere> junk\n",
+            "table \"nowhere\" is not defined",
+        ),
+        (
+            "filter f phase connect match !rdns junk\nlisten on lo filter { f, g }\n",
+            "t.conf:2:26: filter \"g\" is not defined",
+        ),
+        (
+            "filter f phase connect match !rdns junk\nlisten on lo filter { f, f }\n",
+            "filter \"f\" is already in this chain",
+        ),
+        (
+            "filter f phase connect match !rdns junk\nfilter c chain { f }\nlisten on lo filter { c }\n",
+            "filter \"c\" is a chain",
+        ),
+        (
+            "filter f phase connect match !rdns !rdns junk\n",
+            "condition \"rdns\" already specified",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = first_error(text);
+        assert!(got.contains(want), "{text:?}: got {got:?}, want {want:?}");
+    }
+}

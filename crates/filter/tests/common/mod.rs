@@ -1,10 +1,14 @@
 //! Helpers for the filter tests: configurations, fast settings, and a scripted filter.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ownmail_config::diag::Diagnostics;
 use ownmail_config::model::Config;
+use ownmail_config::table::Table;
 use ownmail_config::{parse_str, ParseOptions};
 use ownmail_filter::Settings;
 
@@ -17,6 +21,23 @@ pub fn config(text: &str) -> Config {
         parsed.diags
     );
     parsed.config
+}
+
+/// No tables (configurations without built-in filters that name one).
+pub fn no_tables() -> Arc<HashMap<String, Table>> {
+    Arc::new(HashMap::new())
+}
+
+/// The tables of `config`, loaded as `check` loads them; panics on errors.
+pub fn tables_of(config: &Config) -> Arc<HashMap<String, Table>> {
+    let mut diags = Diagnostics::new();
+    let mut out = HashMap::new();
+    for decl in &config.tables {
+        let t = Table::load(decl, &mut diags).expect("table loads");
+        out.insert(decl.name.clone(), t);
+    }
+    assert!(!diags.has_errors(), "{diags:?}");
+    Arc::new(out)
 }
 
 /// Short timeouts and backoffs so failure tests run fast.
