@@ -358,5 +358,20 @@ pub fn forged_results(message: &[u8], hostname: &str) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// The byte ranges (sorted; whole fields with their continuation lines and line break) of
+/// the header fields named one of `names`, case-insensitive.
+pub fn named_fields(message: &[u8], names: &[&str]) -> Vec<Range<usize>> {
+    fields(message)
+        .into_iter()
+        .filter(|f| {
+            let name = f.name.trim_ascii_end();
+            names
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        })
+        .map(|f| f.range)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

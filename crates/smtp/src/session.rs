@@ -1564,10 +1564,10 @@ impl Session {
     }
 }
 
-/// `checked` with the verdict fields of `body` (see [`ownmail_spam::foreign_verdict_fields`])
-/// added to what it removes.
+/// `checked` with the verdict fields of `body` (see [`ownmail_spam::VERDICT_FIELDS`]) added
+/// to what it removes.
 fn without_foreign_verdict(checked: Option<InboundVerdict>, body: &[u8]) -> Option<InboundVerdict> {
-    let foreign = ownmail_spam::foreign_verdict_fields(body);
+    let foreign = ownmail_policy::authres::named_fields(body, &ownmail_spam::VERDICT_FIELDS);
     if foreign.is_empty() {
         return checked;
     }

@@ -109,7 +109,7 @@ pub use classify::{bayes_symbol, MIN_TRAINED};
 pub use content::content_symbols;
 pub use store::{learn, learn_many, learn_owned, Class, TokenStore, MAX_LEARNED, MAX_TOKENS};
 pub use tokens::{MAX_SCAN, MAX_TOKENS_PER_MESSAGE};
-pub use verdict::{foreign_verdict_fields, Symbol, Verdict};
+pub use verdict::{Symbol, Verdict, VERDICT_FIELDS};
 
 /// The "Generic Test for Unsolicited Bulk Email" string: a message containing it scores
 /// [`content_symbols`]' `GTUBE` symbol, 1000.

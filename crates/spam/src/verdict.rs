@@ -131,6 +131,11 @@ fn fmt1(x: f64) -> String {
     format!("{:.1}", round1(x))
 }
 
+/// The header fields a verdict writes: the same names coming with a message from outside
+/// are not ours, and the session drops them before adding its own (a sender must not be able
+/// to say `X-Spam-Status: No` for us).
+pub const VERDICT_FIELDS: [&str; 4] = ["X-Spam", "X-Spam-Score", "X-Spam-Status", "X-Ownmail-Junk"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,80 +210,5 @@ mod tests {
         assert!(h.contains("SYMBOL_NUMBER_199X"), "{h}");
         assert_eq!(verdict.score(), 20.0);
         assert!(h.ends_with("X-Spam: yes\r\n"));
-    }
-}
-
-/// The header fields a verdict writes; the same names coming from outside are not ours.
-const VERDICT_FIELDS: [&[u8]; 4] = [
-    b"x-spam",
-    b"x-spam-score",
-    b"x-spam-status",
-    b"x-ownmail-junk",
-];
-
-/// The byte ranges (sorted, whole fields with their continuation lines and line break) of the
-/// header fields of `message` that look like a verdict of ours — `X-Spam:`, `X-Spam-Score:`,
-/// `X-Spam-Status:`, `X-Ownmail-Junk:` — so that the session can drop them before it writes its
-/// own: a sender must not be able to say "X-Spam-Status: No" for us. Only the header section
-/// is read (up to the first empty line).
-pub fn foreign_verdict_fields(message: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut at = 0;
-    // Whether the field being read is one to drop (continuation lines follow it).
-    let mut dropping = false;
-    while at < message.len() {
-        let end = message[at..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(message.len(), |p| at + p + 1);
-        let line = &message[at..end];
-        let content = line
-            .strip_suffix(b"\n")
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .unwrap_or(line);
-        if content.is_empty() {
-            break;
-        }
-        if content[0] == b' ' || content[0] == b'\t' {
-            if dropping {
-                if let Some(last) = out.last_mut() {
-                    last.end = end;
-                }
-            }
-        } else {
-            let name = content
-                .iter()
-                .position(|&b| b == b':')
-                .map(|p| content[..p].trim_ascii_end());
-            dropping =
-                name.is_some_and(|n| VERDICT_FIELDS.iter().any(|f| n.eq_ignore_ascii_case(f)));
-            if dropping {
-                out.push(at..end);
-            }
-        }
-        at = end;
-    }
-    out
-}
-
-#[cfg(test)]
-mod foreign_tests {
-    use super::foreign_verdict_fields;
-
-    #[test]
-    fn verdict_fields_from_outside_are_found_with_their_continuations() {
-        let m = b"Subject: hi\r\nX-Spam-Status: No,\r\n\tscore=-9\r\nx-spam: no\r\nX-Spamd: keep\r\nFrom: a@b\r\n\r\nX-Spam: body line\r\n";
-        let r = foreign_verdict_fields(m);
-        let cut: Vec<&[u8]> = r.iter().map(|r| &m[r.clone()]).collect();
-        assert_eq!(
-            cut,
-            vec![
-                &b"X-Spam-Status: No,\r\n\tscore=-9\r\n"[..],
-                &b"x-spam: no\r\n"[..]
-            ]
-        );
-        assert!(foreign_verdict_fields(b"").is_empty());
-        assert!(foreign_verdict_fields(b"X-Spam: yes").len() == 1);
-        assert!(foreign_verdict_fields(b"\tX-Spam: yes\r\n").is_empty());
     }
 }

@@ -241,3 +241,19 @@ fn verdicts_map_to_actions() {
         );
     }
 }
+
+#[test]
+fn named_fields_are_whole_fields_of_the_header_section_only() {
+    let m = b"Subject: hi\r\nX-Spam-Status: No,\r\n\tscore=-9\r\nx-spam: no\r\nX-Spamd: keep\r\nFrom: a@b\r\n\r\nX-Spam: body line\r\n";
+    let names = ["X-Spam", "X-Spam-Status"];
+    let cut: Vec<&[u8]> = named_fields(m, &names).into_iter().map(|r| &m[r]).collect();
+    assert_eq!(
+        cut,
+        vec![
+            &b"X-Spam-Status: No,\r\n\tscore=-9\r\n"[..],
+            &b"x-spam: no\r\n"[..]
+        ]
+    );
+    assert!(named_fields(b"", &names).is_empty());
+    assert_eq!(named_fields(b"X-Spam: yes", &names).len(), 1);
+}
