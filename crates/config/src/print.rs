@@ -306,19 +306,14 @@ pub fn print_modern(c: &Config) -> String {
     if let Some((j, r)) = &a.scores {
         let _ = writeln!(o, "spam junk-score {} reject-score {}", j.0, r.0);
     }
-    for d in &a.dnsbl {
-        let v = match d.verdict {
-            SpamVerdict::Reject => "reject",
-            SpamVerdict::Junk => "junk",
-            SpamVerdict::Allow => "allow",
-        };
-        let _ = writeln!(o, "dnsbl {} {v}", q(&d.zone));
-    }
     let verdict = |v: &SpamVerdict| match v {
         SpamVerdict::Reject => "reject",
         SpamVerdict::Junk => "junk",
         SpamVerdict::Allow => "allow",
     };
+    for d in &a.dnsbl {
+        let _ = writeln!(o, "dnsbl {} {}", q(&d.zone), verdict(&d.verdict));
+    }
     if let Some((v, _)) = &a.screen.fcrdns {
         let _ = writeln!(o, "screen fcrdns {}", verdict(v));
     }

@@ -56,6 +56,25 @@ impl<'a> Cursor<'a> {
     }
 
     /// An error at the next token: `unexpected "x", expected WHAT` (or at end of line).
+    /// One of the keywords `choices`, as its value; otherwise an error listing them
+    /// (`expected "a", "b" or "c"`).
+    pub fn one_of<T: Copy>(&mut self, choices: &[(&str, T)]) -> PResult<T> {
+        if let Some(&(_, v)) = choices
+            .iter()
+            .find(|(kw, _)| self.peek().is_some_and(|t| t.is_word(kw)))
+        {
+            self.i += 1;
+            return Ok(v);
+        }
+        let names: Vec<String> = choices.iter().map(|(kw, _)| format!("\"{kw}\"")).collect();
+        let expected = match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        Err(self.unexpected(&expected))
+    }
+
     pub fn unexpected(&self, expected: &str) -> Diagnostic {
         match self.peek() {
             Some(t) => Diagnostic::error(

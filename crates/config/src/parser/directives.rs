@@ -377,15 +377,11 @@ impl Parser<'_> {
                     format!("invalid DNSBL zone \"{zone}\""),
                 ));
             }
-            let verdict = if c.eat("reject") {
-                SpamVerdict::Reject
-            } else if c.eat("junk") {
-                SpamVerdict::Junk
-            } else if c.eat("allow") {
-                SpamVerdict::Allow
-            } else {
-                return Err(c.unexpected("\"reject\", \"junk\" or \"allow\""));
-            };
+            let verdict = c.one_of(&[
+                ("reject", SpamVerdict::Reject),
+                ("junk", SpamVerdict::Junk),
+                ("allow", SpamVerdict::Allow),
+            ])?;
             c.finish()?;
             self.config
                 .antispam
@@ -431,20 +427,9 @@ impl Parser<'_> {
                 self.config.antispam.screen.pregreet = Some((wait, pos));
                 return Ok(());
             }
-            let fcrdns = if c.eat("fcrdns") {
-                true
-            } else if c.eat("helo") {
-                false
-            } else {
-                return Err(c.unexpected("\"fcrdns\", \"helo\" or \"pregreet\""));
-            };
-            let verdict = if c.eat("reject") {
-                SpamVerdict::Reject
-            } else if c.eat("junk") {
-                SpamVerdict::Junk
-            } else {
-                return Err(c.unexpected("\"reject\" or \"junk\""));
-            };
+            let fcrdns = c.one_of(&[("fcrdns", true), ("helo", false)])?;
+            let verdict =
+                c.one_of(&[("reject", SpamVerdict::Reject), ("junk", SpamVerdict::Junk)])?;
             c.finish()?;
             let slot = if fcrdns {
                 &mut self.config.antispam.screen.fcrdns
@@ -460,34 +445,20 @@ impl Parser<'_> {
             *slot = Some((verdict, pos));
         } else {
             c.expect("limit")?;
-            let what = if c.eat("messages") {
-                Counted::Messages
-            } else if c.eat("connections") {
-                Counted::Connections
-            } else if c.eat("recipients") {
-                Counted::Recipients
-            } else {
-                return Err(c.unexpected("\"messages\", \"connections\" or \"recipients\""));
-            };
+            let what = c.one_of(&[
+                ("messages", Counted::Messages),
+                ("connections", Counted::Connections),
+                ("recipients", Counted::Recipients),
+            ])?;
             let (messages, _) = c.number("count", 1u32, 10_000_000)?;
             c.expect("per")?;
-            let per = if c.eat("minute") {
-                Per::Minute
-            } else if c.eat("hour") {
-                Per::Hour
-            } else {
-                return Err(c.unexpected("\"minute\" or \"hour\""));
-            };
+            let per = c.one_of(&[("minute", Per::Minute), ("hour", Per::Hour)])?;
             c.expect("per")?;
-            let key = if c.eat("client") {
-                LimitKey::Client
-            } else if c.eat("user") {
-                LimitKey::User
-            } else if c.eat("sender-domain") {
-                LimitKey::SenderDomain
-            } else {
-                return Err(c.unexpected("\"client\", \"user\" or \"sender-domain\""));
-            };
+            let key = c.one_of(&[
+                ("client", LimitKey::Client),
+                ("user", LimitKey::User),
+                ("sender-domain", LimitKey::SenderDomain),
+            ])?;
             c.finish()?;
             if what == Counted::Connections && key != LimitKey::Client {
                 return Err(Diagnostic::error(
