@@ -955,16 +955,33 @@ def grey_allow_world(ownmail, pki, dkim_key, tmp_path_factory):
             sink.stop()
 
 
+def expect_greylisted(w, sender, source, why):
+    """A new triplet from `source` gets 451 4.7.1 at RCPT (`why`: what the test expects)."""
+    r, c = rcpt_reply(w, sender, source=source)
+    with c:
+        assert r.code == 451 and r.enhanced == "4.7.1", (
+            f"{why}, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+
+
+def expect_passes_and_lands(w, m, sender, source, why):
+    """A new triplet from `source` gets 250 at once, and the message (marker m) is in INBOX."""
+    r, c = rcpt_reply(w, sender, source=source)
+    with c:
+        assert r.code == 250, f"{why}, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}"
+        r = send_data(c, clean_message(m, sender=sender))
+        assert r.code == 250, f"{r}\n{c.dialogue()}"
+        c.cmd("QUIT", 221)
+    assert w.landed(m).folder == "inbox"
+
+
 def test_greylisting_spares_the_allow_tables_networks_and_its_domains_when_spf_passes(
         grey_allow_world):
     w = grey_allow_world
     tag = uuid.uuid4().hex[:8]
     # control: a sender domain that is not in the table, SPF passing, is greylisted
-    r, c = rcpt_reply(w, f"ctl-{tag}@{SENDER_DOMAIN}", source=C_SPF_OK)
-    with c:
-        assert r.code == 451 and r.enhanced == "4.7.1", (
-            f"{SENDER_DOMAIN} is not in <grey_ok> (its SPF passes): a new triplet must be "
-            f"greylisted, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+    expect_greylisted(w, f"ctl-{tag}@{SENDER_DOMAIN}", C_SPF_OK,
+                      f"{SENDER_DOMAIN} is not in <grey_ok> (its SPF passes): a new triplet must be "
+                      f"greylisted")
 
     r, c = rcpt_reply(w, f"net-{tag}@{SENDER_DOMAIN}", source=C_ALLOWNET)
     with c:
@@ -974,21 +991,13 @@ def test_greylisting_spares_the_allow_tables_networks_and_its_domains_when_spf_p
 
     m = marker("friendly")
     sender = f"x-{tag}@{FRIENDLY}"
-    r, c = rcpt_reply(w, sender, source=C_SPF_OK)
-    with c:
-        assert r.code == 250, (
-            f"{FRIENDLY} is in <grey_ok> and its SPF passes for {C_SPF_OK}: a new triplet "
-            f"passes at once, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
-        r = send_data(c, clean_message(m, sender=sender))
-        assert r.code == 250, f"{r}\n{c.dialogue()}"
-        c.cmd("QUIT", 221)
-    assert w.landed(m).folder == "inbox"
+    expect_passes_and_lands(w, m, sender, C_SPF_OK,
+                            f"{FRIENDLY} is in <grey_ok> and its SPF passes for {C_SPF_OK}: a new triplet "
+                            f"passes at once")
 
-    r, c = rcpt_reply(w, f"y-{tag}@{FRIENDLY}", source=C_SPF_FAIL)
-    with c:
-        assert r.code == 451 and r.enhanced == "4.7.1", (
-            f"{FRIENDLY} is in <grey_ok> but its SPF fails for {C_SPF_FAIL}: a new triplet "
-            f"must be greylisted, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+    expect_greylisted(w, f"y-{tag}@{FRIENDLY}", C_SPF_FAIL,
+                      f"{FRIENDLY} is in <grey_ok> but its SPF fails for {C_SPF_FAIL}: a new "
+                      f"triplet must be greylisted")
 
 
 def greylist_file(w):
@@ -1005,11 +1014,9 @@ def test_greylisting_spares_the_network_of_a_host_we_relayed_to_also_after_a_res
     assert not REMOTE_NET_LINE.search(greylist_file(w)), (
         f"198.51.100.0/24 is allowed before any relay:\n{greylist_file(w)}")
     # control: before we relay to its MX, a client of that network is greylisted
-    r, c = rcpt_reply(w, f"pre-{tag}@{SENDER_DOMAIN}", source=C_REMOTE_NET)
-    with c:
-        assert r.code == 451 and r.enhanced == "4.7.1", (
-            f"{C_REMOTE_NET} before any relay to {REMOTE_MX}: a new triplet must be "
-            f"greylisted, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
+    expect_greylisted(w, f"pre-{tag}@{SENDER_DOMAIN}", C_REMOTE_NET,
+                      f"{C_REMOTE_NET} before any relay to {REMOTE_MX}: a new triplet must be "
+                      f"greylisted")
 
     # a local user's mail to bob@remote.test is relayed to its MX, which accepts it
     m = marker("relayed")
@@ -1037,22 +1044,14 @@ def test_greylisting_spares_the_network_of_a_host_we_relayed_to_also_after_a_res
 
     m = marker("fromremote")
     sender = f"bob-{tag}@{SENDER_DOMAIN}"
-    r, c = rcpt_reply(w, sender, source=C_REMOTE_NET)
-    with c:
-        assert r.code == 250, (
-            f"we relayed to {REMOTE_MX}: a new triplet from its /24 ({C_REMOTE_NET}) passes "
-            f"at once, got:\n{r}\n{c.dialogue()}\n{w.log_tail()}")
-        r = send_data(c, clean_message(m, sender=sender))
-        assert r.code == 250, f"{r}\n{c.dialogue()}"
-        c.cmd("QUIT", 221)
-    assert w.landed(m).folder == "inbox"
+    expect_passes_and_lands(w, m, sender, C_REMOTE_NET,
+                            f"we relayed to {REMOTE_MX}: a new triplet from its /24 ({C_REMOTE_NET}) passes "
+                            f"at once")
 
     # other networks are still greylisted
-    r, c = rcpt_reply(w, f"other-{tag}@{SENDER_DOMAIN}", source=OUTSIDE)
-    with c:
-        assert r.code == 451 and r.enhanced == "4.7.1", (
-            f"{OUTSIDE} is not in the network we relayed to: a new triplet must still be "
-            f"greylisted, got:\n{r}\n{c.dialogue()}")
+    expect_greylisted(w, f"other-{tag}@{SENDER_DOMAIN}", OUTSIDE,
+                      f"{OUTSIDE} is not in the network we relayed to: a new triplet must still be "
+                      f"greylisted")
 
     # the allowed network is kept in SPOOL/greylist: after a restart it still passes
     w.restart()
