@@ -392,15 +392,16 @@ async fn run(args: ServeArgs, opts: ParseOptions, checked: Checked) -> Result<()
         shared.clone(),
         stop_rx.clone(),
     ));
+    // The handlers before "ready": a SIGHUP (a reload) sent as soon as we say we are ready
+    // must not find the default action, which ends the process.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     info!(
         "ownmail ready: {} listener(s), spool {}",
         servers.len(),
         args.spool.display()
     );
-
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
